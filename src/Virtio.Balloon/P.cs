@@ -1,0 +1,1 @@
+namespace Virtio.Balloon; internal static class Placeholder { }

@@ -1,0 +1,618 @@
+using System;
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Threading;
+using Virtio.Ring.Internal;
+
+namespace Virtio.Ring.Split;
+
+/// <summary>
+/// The device side of a split virtqueue (VIRTIO 1.x, 2.7): what a VMM runs to consume the buffers a guest
+/// driver makes available and to return them used.
+/// <para>
+/// <b>Protocol.</b> The driver writes descriptors, then head indices into the available ring, then (after a
+/// write barrier) the available ring's <c>idx</c>. The device reads <c>idx</c> with acquire semantics, then the
+/// ring entries and descriptors it covers; it writes used elements, then (release) the used ring's <c>idx</c>,
+/// then, after a full barrier, reads the driver's <c>used_event</c> or <c>flags</c> to decide whether to
+/// interrupt (2.7.7, 2.7.10, 2.7.13).
+/// </para>
+/// <para>
+/// <b>Trust.</b> Everything in ring memory is written by the guest and is untrusted. Each value is read once into
+/// a local, validated, and only the validated copy is used: the available index may not move by more than the
+/// queue size; head and next indices must be in range; a chain may not be longer than the queue (loop); indirect
+/// tables must be negotiated, not nested, not combined with NEXT, a non-zero multiple of 16 bytes, and inside
+/// guest memory; readable buffers may not follow writable ones; lengths may not overflow; every buffer must lie
+/// inside one guest memory region. A violation breaks the queue (<see cref="Error"/>): it then reports nothing
+/// available and writes nothing until the VMM resets it, so a hostile guest costs the VMM one check per call.
+/// </para>
+/// <para>
+/// <b>Threads.</b> One thread owns the device side at a time; the driver runs concurrently on another thread or
+/// process, sharing only ring memory. All private state (shadow indices, counters) lives in this object, never in
+/// ring memory, so the two sides only share the cache lines the spec makes them share.
+/// </para>
+/// </summary>
+public sealed unsafe class SplitQueueDevice : IDisposable
+{
+    private const int InitialSegmentCapacity = 16;
+
+    private readonly GuestMemory _memory;
+    private readonly SplitQueueLayout _layout;
+    private readonly VirtqueueFeatures _features;
+    private readonly int _size;
+    private readonly ushort _mask;
+    private readonly bool _eventIdx;
+    private readonly bool _indirect;
+    private readonly byte* _descTable;
+    private readonly byte* _avail;
+    private readonly byte* _used;
+    private readonly byte* _usedEvent;
+    private readonly byte* _availEvent;
+
+    // Device-private state: read and written by the owning thread only.
+    private ushort _nextAvail;          // next available-ring index to read (last_avail_idx)
+    private ushort _availIdxShadow;      // the driver's idx as last read; _nextAvail == shadow means "look again"
+    private ushort _nextUsed;            // used idx including pushed but unpublished elements
+    private ushort _publishedUsed;       // used idx last written to ring memory
+    private ushort _availEventWritten;   // last value written to avail_event
+    private int _inFlight;               // chains popped and not yet pushed
+    private bool _notificationsEnabled;
+    private QueueError _error;
+    private ulong _errorDetail;
+    private bool _halted;                // broken or disposed: the hot paths test this one flag
+    private ChainSegmentRecord[] _segments;
+    private bool _disposed;
+
+    private SplitQueueDevice(GuestMemory memory, in SplitQueueLayout layout, VirtqueueFeatures features, byte* desc, byte* avail, byte* used)
+    {
+        _memory = memory;
+        _layout = layout;
+        _features = features;
+        _size = layout.QueueSize;
+        _mask = (ushort)(layout.QueueSize - 1);
+        _eventIdx = (features & VirtqueueFeatures.EventIndex) != 0;
+        _indirect = (features & VirtqueueFeatures.IndirectDescriptors) != 0;
+        _descTable = desc;
+        _avail = avail;
+        _used = used;
+        _usedEvent = avail + SplitQueueLayout.UsedEventOffset(_size);
+        _availEvent = used + SplitQueueLayout.AvailEventOffset(_size);
+        _segments = new ChainSegmentRecord[Math.Min(_size, InitialSegmentCapacity)];
+        _notificationsEnabled = true;
+        memory.AddReference();
+    }
+
+    /// <summary>Queue size Q.</summary>
+    public int QueueSize => _size;
+
+    /// <summary>Where the queue lives.</summary>
+    public SplitQueueLayout Layout => _layout;
+
+    /// <summary>Negotiated ring features.</summary>
+    public VirtqueueFeatures Features => _features;
+
+    /// <summary>Why the queue is broken, or <see cref="QueueError.None"/>.</summary>
+    public QueueError Error => _error;
+
+    /// <summary>The offending value (index, address or length) of <see cref="Error"/>, for the VMM's log.</summary>
+    public ulong ErrorDetail => _errorDetail;
+
+    /// <summary>True once the guest broke a rule; the VMM should set DEVICE_NEEDS_RESET.</summary>
+    public bool IsBroken => _error != QueueError.None;
+
+    /// <summary>Chains popped and not yet pushed back as used.</summary>
+    public int InFlight => _inFlight;
+
+    /// <summary>The next available-ring index the device will read.</summary>
+    public ushort NextAvail => _nextAvail;
+
+    /// <summary>Whether the device currently asks for available-buffer notifications.</summary>
+    public bool NotificationsEnabled => _notificationsEnabled;
+
+    /// <summary>
+    /// Attaches to a split queue the driver placed in guest memory, starting from the reset state (next
+    /// available index 0, used index 0). Ring memory is not written. Fails with a typed error when the queue
+    /// size is invalid, an area is misaligned, or an area is not inside guest memory.
+    /// </summary>
+    public static bool TryAttach(
+        GuestMemory memory,
+        in SplitQueueLayout layout,
+        VirtqueueFeatures features,
+        [NotNullWhen(true)] out SplitQueueDevice? queue,
+        out QueueError error)
+    {
+        return TryCreate(memory, layout, features, out queue, out error);
+    }
+
+    /// <summary>
+    /// Recreates a device-side queue from saved state. The state is validated as guest input: layout as in
+    /// <see cref="TryAttach"/>, the number of chains in flight (NextAvail - NextUsed) and the driver's current
+    /// available index must each be within the queue size.
+    /// </summary>
+    public static bool TryRestore(
+        GuestMemory memory,
+        in SplitQueueState state,
+        [NotNullWhen(true)] out SplitQueueDevice? queue,
+        out QueueError error)
+    {
+        if (!TryCreate(memory, state.Layout, state.Features, out queue, out error))
+        {
+            return false;
+        }
+
+        ushort inFlight = (ushort)(state.NextAvail - state.NextUsed);
+        ushort availIdx = LittleEndian.VolatileRead16(queue._avail + SplitQueueLayout.RingIdxOffset);
+        if (inFlight > queue._size || (ushort)(availIdx - state.NextAvail) > queue._size)
+        {
+            queue.Dispose();
+            queue = null;
+            error = QueueError.InvalidSavedState;
+            return false;
+        }
+
+        queue._nextAvail = state.NextAvail;
+        queue._availIdxShadow = state.NextAvail;
+        queue._nextUsed = state.NextUsed;
+        queue._publishedUsed = state.NextUsed;
+        queue._availEventWritten = state.NextAvail;
+        queue._inFlight = inFlight;
+        queue._notificationsEnabled = state.NotificationsEnabled;
+        return true;
+    }
+
+    /// <summary>
+    /// Saves the state for <see cref="TryRestore"/>. Publish used elements first
+    /// (<see cref="PublishUsed"/>); chains still in flight are recorded as such.
+    /// </summary>
+    public SplitQueueState SaveState()
+    {
+        ThrowIfDisposed();
+        if (_nextUsed != _publishedUsed)
+        {
+            ThrowHelper.ThrowInvalidOperation("Publish used elements before saving queue state.");
+        }
+
+        return new SplitQueueState(_layout, _features, _nextAvail, _publishedUsed, _notificationsEnabled);
+    }
+
+    /// <summary>
+    /// Pops the next available chain. Returns false when none is available or the queue is broken (check
+    /// <see cref="Error"/>). The chain is valid until the next call to <see cref="TryPop"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryPop(out DescriptorChain chain)
+    {
+        ushort next = _nextAvail;
+        if (next == _availIdxShadow && !RefreshAvailIndex())
+        {
+            chain = default;
+            return false;
+        }
+
+        // The acquire load of avail->idx in RefreshAvailIndex orders this read of the ring entry after it.
+        ushort head = LittleEndian.Read16(_avail + SplitQueueLayout.RingEntriesOffset + (2 * (next & _mask)));
+        _nextAvail = (ushort)(next + 1);
+        _inFlight++;
+        return WalkChain(head, out chain);
+    }
+
+    /// <summary>
+    /// Adds a used element for chain <paramref name="id"/> (from <see cref="DescriptorChain.Id"/>) that the device
+    /// wrote <paramref name="writtenLength"/> bytes into. Not visible to the driver until <see cref="PublishUsed"/>.
+    /// A no-op on a broken queue.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void PushUsed(ushort id, uint writtenLength)
+    {
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            return;
+        }
+
+        if (id >= _size || _inFlight == 0)
+        {
+            ThrowBadPush(id);
+        }
+
+        byte* element = _used + SplitQueueLayout.RingEntriesOffset + (UsedElement.Size * (_nextUsed & _mask));
+        LittleEndian.Write32(element, id);
+        LittleEndian.Write32(element + 4, writtenLength);
+        _nextUsed++;
+        _inFlight--;
+    }
+
+    /// <summary>
+    /// Publishes every pushed used element (one store of the used ring's idx) and returns whether the driver
+    /// must be sent a used-buffer notification (interrupt): with EVENT_IDX when the new index passed the
+    /// driver's <c>used_event</c>, otherwise unless the driver set <c>VIRTQ_AVAIL_F_NO_INTERRUPT</c>.
+    /// </summary>
+    public bool PublishUsed()
+    {
+        ushort now = _nextUsed;
+        ushort old = _publishedUsed;
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            return false;
+        }
+
+        if (now == old)
+        {
+            return false;
+        }
+
+        // 2.7.8.2 / 2.7.13.3: the used elements must be visible before the idx that publishes them. A release
+        // store orders every earlier store (the elements above) before it, on ARM64 as on x86-64.
+        LittleEndian.VolatileWrite16(_used + SplitQueueLayout.RingIdxOffset, now);
+        _publishedUsed = now;
+
+        // 2.7.10: the idx store must be globally visible before we read used_event/flags; otherwise the driver can
+        // re-enable interrupts after our read and before seeing our idx, and both sides wait forever. Only a full
+        // barrier orders a store before a later load.
+        Interlocked.MemoryBarrier();
+        if (_eventIdx)
+        {
+            ushort usedEvent = LittleEndian.Read16(_usedEvent);
+            return EventIndex.NeedsNotification(usedEvent, now, old);
+        }
+
+        ushort flags = LittleEndian.Read16(_avail + SplitQueueLayout.RingFlagsOffset);
+        return (flags & SplitQueueLayout.AvailFlagNoInterrupt) == 0;
+    }
+
+    /// <summary>
+    /// Asks the driver not to send available-buffer notifications (without EVENT_IDX: sets
+    /// <c>VIRTQ_USED_F_NO_NOTIFY</c>; with it: stops moving <c>avail_event</c>). Advisory: a kick may still come.
+    /// </summary>
+    public void DisableNotifications()
+    {
+        ThrowIfDisposed();
+        if (!_notificationsEnabled || _halted)
+        {
+            return;
+        }
+
+        _notificationsEnabled = false;
+        if (!_eventIdx)
+        {
+            LittleEndian.Write16(_used + SplitQueueLayout.RingFlagsOffset, SplitQueueLayout.UsedFlagNoNotify);
+        }
+    }
+
+    /// <summary>
+    /// Asks for available-buffer notifications again and re-checks the ring. Returns true when buffers are
+    /// already available: the driver may have published them while notifications were off, without a kick, so
+    /// the caller must process them now (this re-check is what keeps a kick from being lost).
+    /// </summary>
+    public bool EnableNotifications()
+    {
+        ThrowIfDisposed();
+        if (_halted)
+        {
+            return false;
+        }
+
+        _notificationsEnabled = true;
+        if (_eventIdx)
+        {
+            WriteAvailEvent(_nextAvail);
+        }
+        else
+        {
+            LittleEndian.Write16(_used + SplitQueueLayout.RingFlagsOffset, 0);
+        }
+
+        // 2.7.10: our re-enable must be visible before we look at avail->idx again, or a driver that published in
+        // between and read the old suppression state would skip its kick while we skip the buffer.
+        Interlocked.MemoryBarrier();
+        return ReadAvailIndex(out ushort idx) && idx != _nextAvail;
+    }
+
+    /// <summary>Releases the queue's reference on guest memory. Ring memory is left as it is.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _halted = true;
+        _availIdxShadow = _nextAvail; // sends TryPop to the slow path, which throws
+        _memory.ReleaseReference();
+    }
+
+    private static bool TryCreate(
+        GuestMemory memory,
+        in SplitQueueLayout layout,
+        VirtqueueFeatures features,
+        [NotNullWhen(true)] out SplitQueueDevice? queue,
+        out QueueError error)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        queue = null;
+        error = layout.Validate();
+        if (error != QueueError.None)
+        {
+            return false;
+        }
+
+        int q = layout.QueueSize;
+        byte* desc = memory.TranslateOrNull(layout.DescriptorTableAddress, (ulong)SplitQueueLayout.DescriptorTableBytes(q));
+        byte* avail = memory.TranslateOrNull(layout.DriverAreaAddress, (ulong)SplitQueueLayout.AvailRingBytes(q));
+        byte* used = memory.TranslateOrNull(layout.DeviceAreaAddress, (ulong)SplitQueueLayout.UsedRingBytes(q));
+        if (desc == null || avail == null || used == null)
+        {
+            error = QueueError.RingNotInGuestMemory;
+            return false;
+        }
+
+        // Host alignment follows GPA alignment only if the region's host base is aligned as well; the volatile
+        // accesses to idx fields need it, so check the host addresses too (attached regions may be odd).
+        if (((nuint)desc % SplitQueueLayout.DescriptorTableAlignment) != 0
+            || ((nuint)avail % SplitQueueLayout.AvailRingAlignment) != 0
+            || ((nuint)used % SplitQueueLayout.UsedRingAlignment) != 0)
+        {
+            error = QueueError.RingMisaligned;
+            return false;
+        }
+
+        queue = new SplitQueueDevice(memory, layout, features, desc, avail, used);
+        return true;
+    }
+
+    /// <summary>Slow path of <see cref="TryPop"/>: the shadow says the ring is empty, so read the driver's idx.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool RefreshAvailIndex()
+    {
+        if (!ReadAvailIndex(out ushort idx))
+        {
+            return false;
+        }
+
+        if (idx != _nextAvail)
+        {
+            return true;
+        }
+
+        // Empty. With EVENT_IDX and notifications on, re-arm avail_event at the next index we will read so the
+        // driver kicks for it (2.7.10), then look once more: the driver may have published just before seeing it.
+        if (!_notificationsEnabled || !_eventIdx || _availEventWritten == _nextAvail)
+        {
+            return false;
+        }
+
+        WriteAvailEvent(_nextAvail);
+        Interlocked.MemoryBarrier(); // store avail_event before re-loading avail->idx (store-load order: full barrier)
+        return ReadAvailIndex(out idx) && idx != _nextAvail;
+    }
+
+    /// <summary>Reads and validates the driver's avail->idx into the shadow. False when broken.</summary>
+    private bool ReadAvailIndex(out ushort idx)
+    {
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            idx = _nextAvail;
+            return false;
+        }
+
+        // Acquire: the ring entries and descriptors this idx covers are read after it (2.7.13.4 on the driver's
+        // side pairs with this: it writes them before a write barrier and the idx).
+        idx = LittleEndian.VolatileRead16(_avail + SplitQueueLayout.RingIdxOffset);
+
+        // 2.7.6: the driver can make at most Q buffers available beyond what the device has read.
+        if ((ushort)(idx - _nextAvail) > _size)
+        {
+            return Fail(QueueError.AvailIndexJump, idx);
+        }
+
+        _availIdxShadow = idx;
+        return true;
+    }
+
+    private void WriteAvailEvent(ushort value)
+    {
+        LittleEndian.Write16(_availEvent, value);
+        _availEventWritten = value;
+    }
+
+    /// <summary>
+    /// Reads the chain at <paramref name="head"/> once, validating every descriptor, into the private segment
+    /// records the returned <see cref="DescriptorChain"/> iterates.
+    /// </summary>
+    private bool WalkChain(ushort head, out DescriptorChain chain)
+    {
+        chain = default;
+        if (head >= _size)
+        {
+            return Fail(QueueError.HeadIndexOutOfRange, head);
+        }
+
+        ChainSegmentRecord[] segments = _segments;
+        byte* table = _descTable;
+        uint tableSize = (uint)_size;
+        uint index = head;
+        uint visited = 0;
+        bool inIndirect = false;
+        bool sawWritable = false;
+        int count = 0;
+        int readable = 0;
+        ulong readableBytes = 0;
+        ulong writableBytes = 0;
+
+        while (true)
+        {
+            // 2.7.5.3.1: no chain is longer than its table; more visits than entries means a loop.
+            if (++visited > tableSize)
+            {
+                return Fail(QueueError.ChainTooLong, head);
+            }
+
+            // The one read of this descriptor: everything below uses the copy.
+            SplitDescriptor d = Unsafe.ReadUnaligned<SplitDescriptor>(table + ((nuint)index * SplitDescriptor.Size));
+            ushort flags = d.Flags;
+            uint length = d.Length;
+
+            if ((flags & SplitDescriptor.FlagIndirect) != 0)
+            {
+                if (!TryEnterIndirect(d, flags, index, inIndirect, out table, out tableSize))
+                {
+                    return false;
+                }
+
+                inIndirect = true;
+                index = 0;
+                visited = 0;
+                continue;
+            }
+
+            if (length > int.MaxValue)
+            {
+                return Fail(QueueError.ChainLengthOverflow, length);
+            }
+
+            if ((flags & SplitDescriptor.FlagWrite) != 0)
+            {
+                sawWritable = true;
+                writableBytes += length;
+            }
+            else
+            {
+                // 2.7.4.2: device-readable descriptors come before device-writable ones.
+                if (sawWritable)
+                {
+                    return Fail(QueueError.ReadableAfterWritable, index);
+                }
+
+                readable++;
+                readableBytes += length;
+            }
+
+            if (readableBytes + writableBytes > uint.MaxValue)
+            {
+                return Fail(QueueError.ChainLengthOverflow, readableBytes + writableBytes);
+            }
+
+            // Indirect entries count towards the chain's length too (2.7.5.3.1: no chain longer than Q).
+            if (count == _size)
+            {
+                return Fail(QueueError.ChainTooLong, head);
+            }
+
+            ulong address = d.Address;
+            byte* host = _memory.TranslateOrNull(address, length);
+            if (host == null)
+            {
+                return Fail(QueueError.BufferNotInGuestMemory, address);
+            }
+
+            if (count == segments.Length)
+            {
+                segments = GrowSegments();
+            }
+
+            segments[count++] = new ChainSegmentRecord(address, host, (int)length);
+
+            if ((flags & SplitDescriptor.FlagNext) == 0)
+            {
+                break;
+            }
+
+            index = d.Next;
+            if (index >= tableSize)
+            {
+                return Fail(QueueError.NextIndexOutOfRange, index);
+            }
+        }
+
+        chain = new DescriptorChain(head, segments.AsSpan(0, count), readable, (uint)readableBytes, (uint)writableBytes);
+        return true;
+    }
+
+    /// <summary>Validates an INDIRECT descriptor (2.7.5.3) and returns its table.</summary>
+    private bool TryEnterIndirect(in SplitDescriptor d, ushort flags, uint index, bool inIndirect, out byte* table, out uint tableSize)
+    {
+        table = null;
+        tableSize = 0;
+        if (inIndirect)
+        {
+            return Fail(QueueError.NestedIndirect, index);
+        }
+
+        if (!_indirect)
+        {
+            return Fail(QueueError.IndirectNotNegotiated, index);
+        }
+
+        if ((flags & SplitDescriptor.FlagNext) != 0)
+        {
+            return Fail(QueueError.IndirectWithNext, index);
+        }
+
+        uint length = d.Length;
+        if (length == 0 || length % SplitDescriptor.Size != 0)
+        {
+            return Fail(QueueError.IndirectTableLength, length);
+        }
+
+        ulong address = d.Address;
+        table = _memory.TranslateOrNull(address, length);
+        if (table == null)
+        {
+            return Fail(QueueError.IndirectTableNotInGuestMemory, address);
+        }
+
+        tableSize = length / SplitDescriptor.Size;
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ChainSegmentRecord[] GrowSegments()
+    {
+        Debug.Assert(_segments.Length < _size, "a chain never holds more than Q segments");
+        var grown = new ChainSegmentRecord[Math.Min(_size, _segments.Length * 2)];
+        _segments.CopyTo(grown, 0);
+        _segments = grown;
+        return grown;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool Fail(QueueError error, ulong detail)
+    {
+        Debug.Assert(error != QueueError.None, "a failure has a reason");
+        if (_error == QueueError.None)
+        {
+            _error = error;
+            _errorDetail = detail;
+        }
+
+        _halted = true;
+
+        // Make the fast path of TryPop fall into the slow path, which reports the broken state.
+        _availIdxShadow = _nextAvail;
+        return false;
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBadPush(ushort id)
+    {
+        ThrowIfDisposed();
+        if (id >= _size)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(id), $"Chain id {id} is not below the queue size {_size}.");
+        }
+
+        ThrowHelper.ThrowInvalidOperation("PushUsed without a popped chain in flight.");
+    }
+
+    private void ThrowIfDisposed()
+    {
+        if (_disposed)
+        {
+            ThrowHelper.ThrowObjectDisposed(nameof(SplitQueueDevice));
+        }
+    }
+}
