@@ -22,6 +22,12 @@ public enum QueueError
     /// <summary>The available index moved by more than the queue size since the device last looked (2.7.6).</summary>
     AvailIndexJump,
 
+    /// <summary>
+    /// The driver made a chain available while Q chains were already in flight: it re-offered descriptors the
+    /// device still holds.
+    /// </summary>
+    InFlightExceedsQueueSize,
+
     /// <summary>A head index in the available ring is not below the queue size.</summary>
     HeadIndexOutOfRange,
 

@@ -158,7 +158,7 @@ public sealed unsafe class GuestMemory : IDisposable
         host = TranslateOrNull(gpa, length);
         if (host != null)
         {
-            return length > int.MaxValue ? GuestMemoryError.TooLong : GuestMemoryError.None;
+            return GuestMemoryError.None;
         }
 
         if (gpa + length < gpa)

@@ -14,7 +14,4 @@ public enum GuestMemoryError
 
     /// <summary>The range starts in a region but runs past its end (ranges never span two regions).</summary>
     CrossesRegionEnd,
-
-    /// <summary>The range is longer than one <see cref="System.Span{T}"/> can describe (2^31 - 1 bytes).</summary>
-    TooLong,
 }

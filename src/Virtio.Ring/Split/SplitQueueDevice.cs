@@ -55,6 +55,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     private ushort _nextUsed;            // used idx including pushed but unpublished elements
     private ushort _publishedUsed;       // used idx last written to ring memory
     private ushort _availEventWritten;   // last value written to avail_event
+    private ushort _usedFlagsShadow;     // last value written to used->flags
     private int _inFlight;               // chains popped and not yet pushed
     private bool _notificationsEnabled;
     private QueueError _error;
@@ -79,6 +80,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         _availEvent = used + SplitQueueLayout.AvailEventOffset(_size);
         _segments = new ChainSegmentRecord[Math.Min(_size, InitialSegmentCapacity)];
         _notificationsEnabled = true;
+        _availEventWritten = unchecked((ushort)(_nextAvail - 1)); // unknown: the first empty ring writes it
         memory.AddReference();
     }
 
@@ -154,7 +156,8 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         queue._availIdxShadow = state.NextAvail;
         queue._nextUsed = state.NextUsed;
         queue._publishedUsed = state.NextUsed;
-        queue._availEventWritten = state.NextAvail;
+        queue._availEventWritten = unchecked((ushort)(state.NextAvail - 1));
+        queue._usedFlagsShadow = LittleEndian.Read16(queue._used + SplitQueueLayout.RingFlagsOffset);
         queue._inFlight = inFlight;
         queue._notificationsEnabled = state.NotificationsEnabled;
         return true;
@@ -187,6 +190,14 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         {
             chain = default;
             return false;
+        }
+
+        // 2.7.6: every chain holds a descriptor until it is used, so a driver can never have more than Q chains
+        // in flight. More means it re-offered descriptors the device still holds.
+        if (_inFlight == _size)
+        {
+            chain = default;
+            return Fail(QueueError.InFlightExceedsQueueSize, (ulong)_inFlight);
         }
 
         // The acquire load of avail->idx in RefreshAvailIndex orders this read of the ring entry after it.
@@ -276,7 +287,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         _notificationsEnabled = false;
         if (!_eventIdx)
         {
-            LittleEndian.Write16(_used + SplitQueueLayout.RingFlagsOffset, SplitQueueLayout.UsedFlagNoNotify);
+            WriteUsedFlags(SplitQueueLayout.UsedFlagNoNotify);
         }
     }
 
@@ -300,7 +311,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         }
         else
         {
-            LittleEndian.Write16(_used + SplitQueueLayout.RingFlagsOffset, 0);
+            WriteUsedFlags(0);
         }
 
         // 2.7.10: our re-enable must be visible before we look at avail->idx again, or a driver that published in
@@ -410,6 +421,15 @@ public sealed unsafe class SplitQueueDevice : IDisposable
 
         _availIdxShadow = idx;
         return true;
+    }
+
+    private void WriteUsedFlags(ushort value)
+    {
+        if (value != _usedFlagsShadow)
+        {
+            _usedFlagsShadow = value;
+            LittleEndian.Write16(_used + SplitQueueLayout.RingFlagsOffset, value);
+        }
     }
 
     private void WriteAvailEvent(ushort value)

@@ -479,7 +479,10 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
 
         // Acquire: the used elements this idx covers are read after it (pairs with the device's release store).
         idx = LittleEndian.VolatileRead16(_used + SplitQueueLayout.RingIdxOffset);
-        if ((ushort)(idx - _lastUsed) > (uint)_inFlight)
+
+        // The device can only have used chains it could see: those in flight minus the added-but-unpublished.
+        int published = _inFlight - (ushort)(_availShadow - _availPublished);
+        if ((ushort)(idx - _lastUsed) > published)
         {
             return Fail(QueueError.UsedIndexJump, idx);
         }

@@ -76,6 +76,22 @@ public class SplitDeviceValidationTests
     }
 
     [Fact]
+    public void No_more_than_queue_size_chains_may_be_in_flight()
+    {
+        using var forge = new RingForge(2);
+        using SplitQueueDevice device = forge.AttachDevice();
+        forge.OfferSimple(0, 0, Buf, 8);
+        forge.OfferSimple(1, 1, Buf, 8);
+        Assert.True(device.TryPop(out _));
+        Assert.True(device.TryPop(out _));
+
+        // Both chains are still held by the device; the guest offers head 0 again.
+        forge.WriteAvailEntry(0, 0);
+        forge.WriteAvailIdx(3);
+        AssertBroken(device, QueueError.InFlightExceedsQueueSize);
+    }
+
+    [Fact]
     public void Head_index_must_be_below_queue_size()
     {
         using var forge = new RingForge(8);

@@ -103,6 +103,16 @@ public class SplitDriverTests
     }
 
     [Fact]
+    public void The_device_cannot_use_a_chain_that_was_not_published()
+    {
+        using var pair = new SplitPair(4, VirtqueueFeatures.None);
+        Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 1));
+        WriteUsed(pair, slot: 0, id: 0, idx: 1);
+        Assert.False(pair.Driver.TryGetUsed(out _, out _));
+        Assert.Equal(QueueError.UsedIndexJump, pair.Driver.Error);
+    }
+
+    [Fact]
     public void Detach_unused_returns_every_token_in_flight_then_reset_starts_over()
     {
         using var pair = new SplitPair(8, VirtqueueFeatures.IndirectDescriptors, indirectTables: 2, indirectEntries: 4);
