@@ -15,6 +15,11 @@ namespace Virtio.Ring;
 /// chain longer (a stats request held for later, say), keep its <see cref="Id"/> and its buffers' addresses from
 /// <see cref="GetRange"/>, and translate them again through <see cref="GuestMemory"/> when needed.
 /// </para>
+/// <para>
+/// The descriptors are a private copy, but the buffers' bytes are guest memory, which the guest can rewrite at
+/// any moment: a device that validates a request header should copy it out (<see cref="CopyReadableTo"/>) and
+/// use the copy, not read the span twice.
+/// </para>
 /// </summary>
 /// <example>
 /// <code>

@@ -3,8 +3,8 @@ using System.Runtime.CompilerServices;
 namespace Virtio.Ring;
 
 /// <summary>
-/// The notification suppression test of <c>VIRTIO_F_EVENT_IDX</c> (VIRTIO 1.x, 2.7.10 "Used Buffer Notification
-/// Suppression", 2.7.13.5): after moving an index from <c>old</c> to <c>new</c>, the other side asked to be
+/// The notification suppression test of <c>VIRTIO_F_EVENT_IDX</c> (VIRTIO 1.2, 2.7.7 "Used Buffer Notification
+/// Suppression" and 2.7.10 "Available Buffer Notification Suppression"): after moving an index from <c>old</c> to <c>new</c>, the other side asked to be
 /// notified iff its event index lies in <c>[old, new)</c>, computed modulo 2^16.
 /// </summary>
 public static class EventIndex

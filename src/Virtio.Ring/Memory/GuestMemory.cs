@@ -153,6 +153,22 @@ public sealed unsafe class GuestMemory : IDisposable
         return TranslateBinarySearch(gpa, length);
     }
 
+    /// <summary>The region holding <paramref name="gpa"/>, for callers that cache their last hit.</summary>
+    internal bool TryFindRegion(ulong gpa, out GuestRegion region)
+    {
+        foreach (GuestRegion r in _regions)
+        {
+            if (gpa - r.Gpa < r.Length)
+            {
+                region = r;
+                return true;
+            }
+        }
+
+        region = default;
+        return false;
+    }
+
     internal GuestMemoryError Translate(ulong gpa, ulong length, out byte* host)
     {
         host = TranslateOrNull(gpa, length);

@@ -2,6 +2,7 @@ using System;
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Threading;
 using Virtio.Ring.Internal;
 
@@ -63,6 +64,12 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     private bool _halted;                // broken or disposed: the hot paths test this one flag
     private ChainSegmentRecord[] _segments;
     private bool _disposed;
+
+    // The guest memory region the last buffer was found in: most chains live in one region, so a translation is
+    // one subtract and two compares. Refilled from GuestMemory on a miss.
+    private ulong _regionGpa;
+    private ulong _regionLength;
+    private byte* _regionHost;
 
     private SplitQueueDevice(GuestMemory memory, in SplitQueueLayout layout, VirtqueueFeatures features, byte* desc, byte* avail, byte* used)
     {
@@ -253,14 +260,15 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             return false;
         }
 
-        // 2.7.8.2 / 2.7.13.3: the used elements must be visible before the idx that publishes them. A release
-        // store orders every earlier store (the elements above) before it, on ARM64 as on x86-64.
+        // 2.7.8 (the device's mirror of 2.7.13.3): the used elements must be visible before the idx that
+        // publishes them. A release store orders every earlier store (the elements above) before it, on ARM64 as
+        // on x86-64.
         LittleEndian.VolatileWrite16(_used + SplitQueueLayout.RingIdxOffset, now);
         _publishedUsed = now;
 
-        // 2.7.10: the idx store must be globally visible before we read used_event/flags; otherwise the driver can
-        // re-enable interrupts after our read and before seeing our idx, and both sides wait forever. Only a full
-        // barrier orders a store before a later load.
+        // 2.7.7: the idx store must be globally visible before we read used_event/flags; otherwise the driver
+        // can re-enable interrupts after our read and before seeing our idx, and both sides wait forever. Only a
+        // full barrier orders a store before a later load.
         Interlocked.MemoryBarrier();
         if (_eventIdx)
         {
@@ -409,7 +417,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             return false;
         }
 
-        // Acquire: the ring entries and descriptors this idx covers are read after it (2.7.13.4 on the driver's
+        // Acquire: the ring entries and descriptors this idx covers are read after it (2.7.13.3 on the driver's
         // side pairs with this: it writes them before a write barrier and the idx).
         idx = LittleEndian.VolatileRead16(_avail + SplitQueueLayout.RingIdxOffset);
 
@@ -442,6 +450,11 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     /// Reads the chain at <paramref name="head"/> once, validating every descriptor, into the private segment
     /// records the returned <see cref="DescriptorChain"/> iterates.
     /// </summary>
+    /// <remarks>
+    /// Hot loop: each descriptor field is loaded exactly once into a local (the "read once" rule) and the loop
+    /// keeps few live values, so the JIT holds them all in registers. Writable totals are derived
+    /// (total - readable) and "seen a writable buffer" is <c>count &gt; readable</c>.
+    /// </remarks>
     private bool WalkChain(ushort head, out DescriptorChain chain)
     {
         chain = default;
@@ -455,12 +468,11 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         uint tableSize = (uint)_size;
         uint index = head;
         uint visited = 0;
-        bool inIndirect = false;
-        bool sawWritable = false;
+        bool inIndirect = false; // explicit: a guest may point an indirect table at the descriptor table itself
         int count = 0;
         int readable = 0;
+        ulong totalBytes = 0;
         ulong readableBytes = 0;
-        ulong writableBytes = 0;
 
         while (true)
         {
@@ -470,19 +482,24 @@ public sealed unsafe class SplitQueueDevice : IDisposable
                 return Fail(QueueError.ChainTooLong, head);
             }
 
-            // The one read of this descriptor: everything below uses the copy.
-            SplitDescriptor d = Unsafe.ReadUnaligned<SplitDescriptor>(table + ((nuint)index * SplitDescriptor.Size));
-            ushort flags = d.Flags;
-            uint length = d.Length;
+            // The one read of this descriptor: every field is loaded once, and only these copies are used.
+            byte* desc = table + ((nuint)index * SplitDescriptor.Size);
+            ulong address = LittleEndian.Read64(desc);
+            uint length = LittleEndian.Read32(desc + 8);
+            ushort flags = LittleEndian.Read16(desc + 12);
+            ushort next = LittleEndian.Read16(desc + 14);
 
             if ((flags & SplitDescriptor.FlagIndirect) != 0)
             {
-                if (!TryEnterIndirect(d, flags, index, inIndirect, out table, out tableSize))
+                // Only the last descriptor of the direct part may be indirect; entering twice means nesting.
+                table = EnterIndirect(address, length, flags, index, inIndirect);
+                if (table == null)
                 {
                     return false;
                 }
 
                 inIndirect = true;
+                tableSize = length / SplitDescriptor.Size;
                 index = 0;
                 visited = 0;
                 continue;
@@ -493,15 +510,11 @@ public sealed unsafe class SplitQueueDevice : IDisposable
                 return Fail(QueueError.ChainLengthOverflow, length);
             }
 
-            if ((flags & SplitDescriptor.FlagWrite) != 0)
-            {
-                sawWritable = true;
-                writableBytes += length;
-            }
-            else
+            totalBytes += length;
+            if ((flags & SplitDescriptor.FlagWrite) == 0)
             {
                 // 2.7.4.2: device-readable descriptors come before device-writable ones.
-                if (sawWritable)
+                if (count != readable)
                 {
                     return Fail(QueueError.ReadableAfterWritable, index);
                 }
@@ -510,9 +523,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
                 readableBytes += length;
             }
 
-            if (readableBytes + writableBytes > uint.MaxValue)
+            if (totalBytes > uint.MaxValue)
             {
-                return Fail(QueueError.ChainLengthOverflow, readableBytes + writableBytes);
+                return Fail(QueueError.ChainLengthOverflow, totalBytes);
             }
 
             // Indirect entries count towards the chain's length too (2.7.5.3.1: no chain longer than Q).
@@ -521,8 +534,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
                 return Fail(QueueError.ChainTooLong, head);
             }
 
-            ulong address = d.Address;
-            byte* host = _memory.TranslateOrNull(address, length);
+            byte* host = Translate(address, length);
             if (host == null)
             {
                 return Fail(QueueError.BufferNotInGuestMemory, address);
@@ -533,59 +545,82 @@ public sealed unsafe class SplitQueueDevice : IDisposable
                 segments = GrowSegments();
             }
 
-            segments[count++] = new ChainSegmentRecord(address, host, (int)length);
+            // count < segments.Length was just established: store without a second bounds check.
+            Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(segments), count++) = new ChainSegmentRecord(address, host, (int)length);
 
             if ((flags & SplitDescriptor.FlagNext) == 0)
             {
                 break;
             }
 
-            index = d.Next;
+            index = next;
             if (index >= tableSize)
             {
                 return Fail(QueueError.NextIndexOutOfRange, index);
             }
         }
 
-        chain = new DescriptorChain(head, segments.AsSpan(0, count), readable, (uint)readableBytes, (uint)writableBytes);
+        chain = new DescriptorChain(head, segments.AsSpan(0, count), readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
         return true;
     }
 
-    /// <summary>Validates an INDIRECT descriptor (2.7.5.3) and returns its table.</summary>
-    private bool TryEnterIndirect(in SplitDescriptor d, ushort flags, uint index, bool inIndirect, out byte* table, out uint tableSize)
+    /// <summary>Validates an INDIRECT descriptor (2.7.5.3) and returns its table, or null (queue broken).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* EnterIndirect(ulong address, uint length, ushort flags, uint index, bool inIndirect)
     {
-        table = null;
-        tableSize = 0;
         if (inIndirect)
         {
-            return Fail(QueueError.NestedIndirect, index);
+            Fail(QueueError.NestedIndirect, index);
+            return null;
         }
 
         if (!_indirect)
         {
-            return Fail(QueueError.IndirectNotNegotiated, index);
+            Fail(QueueError.IndirectNotNegotiated, index);
+            return null;
         }
 
         if ((flags & SplitDescriptor.FlagNext) != 0)
         {
-            return Fail(QueueError.IndirectWithNext, index);
+            Fail(QueueError.IndirectWithNext, index);
+            return null;
         }
 
-        uint length = d.Length;
         if (length == 0 || length % SplitDescriptor.Size != 0)
         {
-            return Fail(QueueError.IndirectTableLength, length);
+            Fail(QueueError.IndirectTableLength, length);
+            return null;
         }
 
-        ulong address = d.Address;
-        table = _memory.TranslateOrNull(address, length);
+        byte* table = Translate(address, length);
         if (table == null)
         {
-            return Fail(QueueError.IndirectTableNotInGuestMemory, address);
+            Fail(QueueError.IndirectTableNotInGuestMemory, address);
         }
 
-        tableSize = length / SplitDescriptor.Size;
-        return true;
+        return table;
+    }
+
+    /// <summary>Host address of a guest range (inside one region), or null; the last region hit is cached.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* Translate(ulong gpa, ulong length)
+    {
+        ulong offset = gpa - _regionGpa; // wraps to a huge value below the region
+        return offset < _regionLength && length <= _regionLength - offset ? _regionHost + offset : TranslateMiss(gpa, length);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* TranslateMiss(ulong gpa, ulong length)
+    {
+        byte* host = _memory.TranslateOrNull(gpa, length);
+        if (host != null && _memory.TryFindRegion(gpa, out Memory.GuestRegion region))
+        {
+            _regionGpa = region.Gpa;
+            _regionLength = region.Length;
+            _regionHost = region.Host;
+        }
+
+        return host;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

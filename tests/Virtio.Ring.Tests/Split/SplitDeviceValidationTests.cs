@@ -220,6 +220,17 @@ public class SplitDeviceValidationTests
         AssertBroken(device, QueueError.NestedIndirect);
     }
 
+    [Fact]
+    public void An_indirect_table_aliasing_the_descriptor_table_cannot_nest()
+    {
+        using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
+        using SplitQueueDevice device = forge.AttachDevice();
+        forge.WriteDescriptor(0, forge.Layout.DescriptorTableAddress, 16 * 8, Indirect); // points at itself
+        forge.WriteAvailEntry(0, 0);
+        forge.WriteAvailIdx(1);
+        AssertBroken(device, QueueError.NestedIndirect);
+    }
+
     [Theory]
     [InlineData(0u)]
     [InlineData(8u)]

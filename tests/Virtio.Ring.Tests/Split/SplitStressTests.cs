@@ -63,7 +63,11 @@ public class SplitStressTests
     {
         SplitQueueDevice q = pair.Device;
         Span<byte> response = stackalloc byte[8];
-        start.SignalAndWait();
+        if (!start.SignalAndWait(Deadline))
+        {
+            return "device: the driver thread never started";
+        }
+
         int done = 0;
         var spin = new SpinWait();
         while (done < buffers)
@@ -146,7 +150,11 @@ public class SplitStressTests
 
         Span<GuestRange> readable = stackalloc GuestRange[3];
         Span<GuestRange> writable = stackalloc GuestRange[1];
-        start.SignalAndWait();
+        if (!start.SignalAndWait(Deadline))
+        {
+            return "driver: the device thread never started";
+        }
+
         int sent = 0;
         int received = 0;
         var spin = new SpinWait();
