@@ -458,6 +458,8 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     private bool WalkChain(ushort head, out DescriptorChain chain)
     {
         chain = default;
+        QueueError error;
+        ulong detail;
         if (head >= _size)
         {
             return Fail(QueueError.HeadIndexOutOfRange, head);
@@ -479,7 +481,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             // 2.7.5.3.1: no chain is longer than its table; more visits than entries means a loop.
             if (++visited > tableSize)
             {
-                return Fail(QueueError.ChainTooLong, head);
+                error = QueueError.ChainTooLong;
+                detail = head;
+                goto Failed;
             }
 
             // The one read of this descriptor: every field is loaded once, and only these copies are used.
@@ -507,7 +511,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
 
             if (length > int.MaxValue)
             {
-                return Fail(QueueError.ChainLengthOverflow, length);
+                error = QueueError.ChainLengthOverflow;
+                detail = length;
+                goto Failed;
             }
 
             totalBytes += length;
@@ -516,7 +522,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
                 // 2.7.4.2: device-readable descriptors come before device-writable ones.
                 if (count != readable)
                 {
-                    return Fail(QueueError.ReadableAfterWritable, index);
+                    error = QueueError.ReadableAfterWritable;
+                    detail = index;
+                    goto Failed;
                 }
 
                 readable++;
@@ -525,19 +533,25 @@ public sealed unsafe class SplitQueueDevice : IDisposable
 
             if (totalBytes > uint.MaxValue)
             {
-                return Fail(QueueError.ChainLengthOverflow, totalBytes);
+                error = QueueError.ChainLengthOverflow;
+                detail = totalBytes;
+                goto Failed;
             }
 
             // Indirect entries count towards the chain's length too (2.7.5.3.1: no chain longer than Q).
             if (count == _size)
             {
-                return Fail(QueueError.ChainTooLong, head);
+                error = QueueError.ChainTooLong;
+                detail = head;
+                goto Failed;
             }
 
             byte* host = Translate(address, length);
             if (host == null)
             {
-                return Fail(QueueError.BufferNotInGuestMemory, address);
+                error = QueueError.BufferNotInGuestMemory;
+                detail = address;
+                goto Failed;
             }
 
             if (count == segments.Length)
@@ -556,12 +570,18 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             index = next;
             if (index >= tableSize)
             {
-                return Fail(QueueError.NextIndexOutOfRange, index);
+                error = QueueError.NextIndexOutOfRange;
+                detail = index;
+                goto Failed;
             }
         }
 
         chain = new DescriptorChain(head, segments.AsSpan(0, count), readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
         return true;
+
+    Failed:
+        // One call site for every failure keeps calls out of the loop, so its locals stay in registers.
+        return Fail(error, detail);
     }
 
     /// <summary>Validates an INDIRECT descriptor (2.7.5.3) and returns its table, or null (queue broken).</summary>
