@@ -73,6 +73,13 @@ internal sealed class RingForge : IDisposable
         return (BinaryPrimitives.ReadUInt32LittleEndian(e), BinaryPrimitives.ReadUInt32LittleEndian(e[4..]));
     }
 
+    /// <summary>The first chain the device will see: avail ring[0] = <paramref name="head"/>, avail idx = 1.</summary>
+    public void MakeFirstChainAvailable(ushort head)
+    {
+        WriteAvailEntry(0, head);
+        WriteAvailIdx(1);
+    }
+
     /// <summary>Makes one single-descriptor chain at <paramref name="head"/> available at avail index <paramref name="availIndex"/>.</summary>
     public void OfferSimple(ushort availIndex, ushort head, ulong addr, uint len, ushort flags = 0)
     {

@@ -108,8 +108,7 @@ public class SplitDeviceValidationTests
         using var forge = new RingForge(8);
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptor(0, Buf, 8, Next, next: 8);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.NextIndexOutOfRange);
     }
 
@@ -120,8 +119,7 @@ public class SplitDeviceValidationTests
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptor(0, Buf, 8, Next, next: 1);
         forge.WriteDescriptor(1, Buf, 8, Next, next: 0);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.ChainTooLong);
     }
 
@@ -131,8 +129,7 @@ public class SplitDeviceValidationTests
         using var forge = new RingForge(1);
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptor(0, Buf, 8, Next, next: 0);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.ChainTooLong);
     }
 
@@ -146,8 +143,7 @@ public class SplitDeviceValidationTests
             forge.WriteDescriptor(i, Buf + (ulong)(i * 16), 16, i < 7 ? Next : (ushort)0, (ushort)(i + 1));
         }
 
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         Assert.True(device.TryPop(out DescriptorChain chain));
         Assert.Equal(8, chain.SegmentCount);
         Assert.Equal(128u, chain.ReadableLength);
@@ -161,8 +157,7 @@ public class SplitDeviceValidationTests
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, Next, 1);
         forge.WriteDescriptorAt(RingForge.IndirectBase + 16, Buf, 8, Next, 0);
         forge.WriteDescriptor(0, RingForge.IndirectBase, 32, Indirect);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.ChainTooLong);
     }
 
@@ -177,8 +172,7 @@ public class SplitDeviceValidationTests
         }
 
         forge.WriteDescriptor(0, RingForge.IndirectBase, 48, Indirect);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.ChainTooLong);
     }
 
@@ -189,8 +183,7 @@ public class SplitDeviceValidationTests
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, 0, 0);
         forge.WriteDescriptor(0, RingForge.IndirectBase, 16, Indirect);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.IndirectNotNegotiated);
     }
 
@@ -202,8 +195,7 @@ public class SplitDeviceValidationTests
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, 0, 0);
         forge.WriteDescriptor(0, RingForge.IndirectBase, 16, Indirect | Next, next: 1);
         forge.WriteDescriptor(1, Buf, 8, 0);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.IndirectWithNext);
     }
 
@@ -215,8 +207,7 @@ public class SplitDeviceValidationTests
         forge.WriteDescriptorAt(RingForge.IndirectBase, RingForge.IndirectBase + 0x100, 16, Indirect, 0);
         forge.WriteDescriptorAt(RingForge.IndirectBase + 0x100, Buf, 8, 0, 0);
         forge.WriteDescriptor(0, RingForge.IndirectBase, 16, Indirect);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.NestedIndirect);
     }
 
@@ -226,8 +217,7 @@ public class SplitDeviceValidationTests
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptor(0, forge.Layout.DescriptorTableAddress, 16 * 8, Indirect); // points at itself
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.NestedIndirect);
     }
 
@@ -242,8 +232,7 @@ public class SplitDeviceValidationTests
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, 0, 0);
         forge.WriteDescriptor(0, RingForge.IndirectBase, length, Indirect);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.IndirectTableLength);
     }
 
@@ -256,8 +245,7 @@ public class SplitDeviceValidationTests
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptor(0, tableAddress, 32, Indirect);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.IndirectTableNotInGuestMemory);
     }
 
@@ -268,8 +256,7 @@ public class SplitDeviceValidationTests
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, Next, 2); // table has 2 entries
         forge.WriteDescriptor(0, RingForge.IndirectBase, 32, Indirect);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.NextIndexOutOfRange);
     }
 
@@ -281,8 +268,7 @@ public class SplitDeviceValidationTests
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf + 0x100, 32, Write, 0);
         forge.WriteDescriptor(0, Buf, 16, Next, next: 1);
         forge.WriteDescriptor(1, RingForge.IndirectBase, 16, Indirect | Write); // WRITE on it is ignored
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         Assert.True(device.TryPop(out DescriptorChain chain));
         Assert.Equal(1, chain.ReadableCount);
         Assert.Equal(1, chain.WritableCount);
@@ -297,8 +283,7 @@ public class SplitDeviceValidationTests
         using var forge = new RingForge(8);
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptor(0, 0, 0x8000_0000, 0);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.ChainLengthOverflow);
     }
 
@@ -311,8 +296,7 @@ public class SplitDeviceValidationTests
         forge.WriteDescriptor(0, 0, 0x7FFF_FFFF, Next, 1);
         forge.WriteDescriptor(1, 0, 0x7FFF_FFFF, Next, 2);
         forge.WriteDescriptor(2, 0, 0x7FFF_FFFF, 0);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.ChainLengthOverflow);
     }
 
@@ -323,8 +307,7 @@ public class SplitDeviceValidationTests
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptor(0, Buf, 8, Write | Next, 1);
         forge.WriteDescriptor(1, Buf + 8, 8, 0);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.ReadableAfterWritable);
     }
 
@@ -336,8 +319,7 @@ public class SplitDeviceValidationTests
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, 0, 0); // readable inside the table
         forge.WriteDescriptor(0, Buf, 8, Write | Next, 1);
         forge.WriteDescriptor(1, RingForge.IndirectBase, 16, Indirect);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.ReadableAfterWritable);
     }
 
@@ -351,8 +333,7 @@ public class SplitDeviceValidationTests
         using var forge = new RingForge(8);
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptor(0, address, length, 0);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.BufferNotInGuestMemory);
         Assert.Equal(address, device.ErrorDetail);
     }
@@ -384,8 +365,7 @@ public class SplitDeviceValidationTests
         using SplitQueueDevice device = forge.AttachDevice();
         forge.WriteDescriptor(0, Buf, 16, Next, 1);
         forge.WriteDescriptor(1, Buf + 0x100, 32, Write);
-        forge.WriteAvailEntry(0, 0);
-        forge.WriteAvailIdx(1);
+        forge.MakeFirstChainAvailable(head: 0);
         Assert.True(device.TryPop(out DescriptorChain chain));
 
         // The guest now points both descriptors outside memory and flips the WRITE flag.
