@@ -40,7 +40,10 @@ public enum QueueError
     /// <summary>An indirect descriptor although <c>VIRTIO_F_INDIRECT_DESC</c> was not negotiated.</summary>
     IndirectNotNegotiated,
 
-    /// <summary>A descriptor has both INDIRECT and NEXT set (2.7.5.3.1).</summary>
+    /// <summary>
+    /// A descriptor has both INDIRECT and NEXT set (split 2.7.5.3.1), or (packed) an INDIRECT descriptor is part
+    /// of a list linked by NEXT.
+    /// </summary>
     IndirectWithNext,
 
     /// <summary>An INDIRECT descriptor inside an indirect table (2.7.5.3.1).</summary>
@@ -60,6 +63,15 @@ public enum QueueError
 
     /// <summary>A buffer's GPA range is not inside one guest memory region.</summary>
     BufferNotInGuestMemory,
+
+    /// <summary>Packed: a buffer ID is not below the queue size.</summary>
+    BufferIdOutOfRange,
+
+    /// <summary>Packed: a buffer ID was made available again while the device still holds it.</summary>
+    BufferIdInUse,
+
+    /// <summary>Packed: a descriptor inside a list is not marked available for the current wrap counter.</summary>
+    DescriptorNotAvailable,
 
     /// <summary>Driver side: the used index moved by more than the number of buffers in flight.</summary>
     UsedIndexJump,

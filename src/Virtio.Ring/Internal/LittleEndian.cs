@@ -39,4 +39,12 @@ internal static unsafe class LittleEndian
     /// <summary>Release store of an aligned le16: no earlier load or store moves after it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void VolatileWrite16(byte* p, ushort value) => Volatile.Write(ref Unsafe.AsRef<ushort>(p), Le.From(value));
+
+    /// <summary>Acquire load of an aligned le32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint VolatileRead32(byte* p) => Le.From(Volatile.Read(ref Unsafe.AsRef<uint>(p)));
+
+    /// <summary>Release store of an aligned le32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void VolatileWrite32(byte* p, uint value) => Volatile.Write(ref Unsafe.AsRef<uint>(p), Le.From(value));
 }

@@ -2,10 +2,10 @@ using System;
 using System.Diagnostics;
 using Virtio.Ring.Internal;
 
-namespace Virtio.Ring.Split;
+namespace Virtio.Ring;
 
 /// <summary>
-/// Indirect descriptor tables for a driver (VIRTIO 1.x, 2.7.5.3): <see cref="TableCount"/> tables of
+/// Indirect descriptor tables for a driver (VIRTIO 1.2, 2.7.5.3 for split rings, 2.8.7 for packed rings): <see cref="TableCount"/> tables of
 /// <see cref="EntriesPerTable"/> descriptors each, laid out back to back in guest memory from a 16-aligned base.
 /// A driver with <c>VIRTIO_F_INDIRECT_DESC</c> puts a multi-buffer chain into one table and spends a single
 /// ring descriptor on it. The pool's bookkeeping is private to the driver (a free stack in managed memory); the
@@ -13,6 +13,12 @@ namespace Virtio.Ring.Split;
 /// </summary>
 public sealed unsafe class IndirectDescriptorPool : IDisposable
 {
+    /// <summary>Bytes of one table entry: split and packed descriptors are both 16 bytes.</summary>
+    public const int DescriptorSize = 16;
+
+    /// <summary>Most tables, and most entries per table (the largest queue size).</summary>
+    public const int MaxEntries = 32768;
+
     private readonly GuestMemory _memory;
     private readonly byte* _host;
     private readonly ulong _baseAddress;
@@ -28,17 +34,17 @@ public sealed unsafe class IndirectDescriptorPool : IDisposable
     public IndirectDescriptorPool(GuestMemory memory, ulong baseAddress, int tableCount, int entriesPerTable)
     {
         ArgumentNullException.ThrowIfNull(memory);
-        if (tableCount is <= 0 or > SplitQueueLayout.MaxQueueSize)
+        if (tableCount is <= 0 or > MaxEntries)
         {
             ThrowHelper.ThrowArgumentOutOfRange(nameof(tableCount), "Between 1 and 32768 tables.");
         }
 
-        if (entriesPerTable is < 2 or > SplitQueueLayout.MaxQueueSize)
+        if (entriesPerTable is < 2 or > MaxEntries)
         {
             ThrowHelper.ThrowArgumentOutOfRange(nameof(entriesPerTable), "Between 2 and 32768 entries per table.");
         }
 
-        if (baseAddress % SplitQueueLayout.DescriptorTableAlignment != 0)
+        if (baseAddress % DescriptorSize != 0)
         {
             ThrowHelper.ThrowArgument(nameof(baseAddress), "Indirect tables are 16-byte aligned.");
         }
@@ -75,7 +81,7 @@ public sealed unsafe class IndirectDescriptorPool : IDisposable
 
     /// <summary>Guest memory bytes a pool of this shape occupies.</summary>
     public static ulong BytesFor(int tableCount, int entriesPerTable) =>
-        (ulong)tableCount * (ulong)entriesPerTable * SplitDescriptor.Size;
+        (ulong)tableCount * (ulong)entriesPerTable * DescriptorSize;
 
     /// <summary>Returns the pool's guest memory reference.</summary>
     public void Dispose()
@@ -114,7 +120,7 @@ public sealed unsafe class IndirectDescriptorPool : IDisposable
         _free[_freeCount++] = table;
     }
 
-    internal byte* TableHost(int table) => _host + ((nuint)(uint)table * (nuint)(uint)EntriesPerTable * SplitDescriptor.Size);
+    internal byte* TableHost(int table) => _host + ((nuint)(uint)table * (nuint)(uint)EntriesPerTable * DescriptorSize);
 
-    internal ulong TableAddress(int table) => _baseAddress + ((ulong)(uint)table * (ulong)(uint)EntriesPerTable * SplitDescriptor.Size);
+    internal ulong TableAddress(int table) => _baseAddress + ((ulong)(uint)table * (ulong)(uint)EntriesPerTable * DescriptorSize);
 }

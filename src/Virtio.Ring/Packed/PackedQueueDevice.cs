@@ -1,0 +1,705 @@
+using System;
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Threading;
+using Virtio.Ring.Internal;
+using Virtio.Ring.Split;
+
+namespace Virtio.Ring.Packed;
+
+/// <summary>
+/// The device side of a packed virtqueue (VIRTIO 1.2, 2.8 "Packed Virtqueues").
+/// <para>
+/// <b>Protocol.</b> Driver and device share one ring of descriptors. The driver makes a list available by
+/// writing its descriptors in consecutive slots and then, after a write barrier, the first descriptor's flags
+/// with AVAIL = its wrap counter and USED = the inverse. The device polls the slot it reads next: an acquire
+/// load of the flags, then the rest of the list. It returns a buffer by writing one used descriptor (buffer ID,
+/// written length, AVAIL = USED = its wrap counter) at the slot it writes next and skipping as many slots as the
+/// list had descriptors.
+/// </para>
+/// <para>
+/// <b>Batching.</b> <see cref="PushUsed"/> writes the ID and length at once, and the flags of every used
+/// descriptor but the first of a batch; <see cref="PublishUsed"/> then writes the first one's flags with a release
+/// store. The driver polls slots in order, so it sees the whole batch at once and never a partial one.
+/// </para>
+/// <para>
+/// <b>Trust.</b> As for the split ring, every guest-written value is read once, validated, and only the copy is
+/// used: availability against the wrap counter, list length (no more than Q slots, no more than Q descriptors in
+/// flight), buffer ID range and uniqueness among buffers in flight, INDIRECT rules (negotiated, not in a NEXT list,
+/// not nested, table a non-zero multiple of 16 bytes inside guest memory), readable-before-writable, length
+/// overflow, and every GPA range. A violation breaks the queue with a <see cref="QueueError"/>.
+/// </para>
+/// </summary>
+public sealed unsafe class PackedQueueDevice : IDisposable
+{
+    private const int InitialSegmentCapacity = 16;
+
+    private readonly GuestMemory _memory;
+    private readonly PackedQueueLayout _layout;
+    private readonly VirtqueueFeatures _features;
+    private readonly int _size;
+    private readonly bool _eventIdx;
+    private readonly bool _indirect;
+    private readonly byte* _ring;
+    private readonly byte* _driverEvent;
+    private readonly byte* _deviceEvent;
+    private readonly ushort[] _slotsOfId;   // descriptors each buffer ID in flight occupies; 0 = not in flight
+
+    // Device-private state.
+    private ushort _nextAvail;
+    private bool _availWrap;
+    private ushort _nextUsed;
+    private bool _usedWrap;
+    private int _inFlightBuffers;
+    private int _inFlightSlots;
+    private int _usedSinceSignal;          // slots advanced since the last interrupt decision
+    private int _pendingFirstSlot;         // used descriptor whose flags PublishUsed still has to write, or -1
+    private ushort _pendingFirstFlags;
+    private uint _deviceEventWritten;      // last value stored to the device event suppression structure
+    private bool _notificationsEnabled;
+    private QueueError _error;
+    private ulong _errorDetail;
+    private bool _halted;
+    private bool _disposed;
+    private ChainSegmentRecord[] _segments;
+    private ulong _regionGpa;
+    private ulong _regionLength;
+    private byte* _regionHost;
+
+    private PackedQueueDevice(GuestMemory memory, in PackedQueueLayout layout, VirtqueueFeatures features, byte* ring, byte* driverEvent, byte* deviceEvent)
+    {
+        _memory = memory;
+        _layout = layout;
+        _features = features;
+        _size = layout.QueueSize;
+        _eventIdx = (features & VirtqueueFeatures.EventIndex) != 0;
+        _indirect = (features & VirtqueueFeatures.IndirectDescriptors) != 0;
+        _ring = ring;
+        _driverEvent = driverEvent;
+        _deviceEvent = deviceEvent;
+        _slotsOfId = new ushort[_size];
+        _segments = new ChainSegmentRecord[Math.Min(_size, InitialSegmentCapacity)];
+        _availWrap = true;
+        _usedWrap = true;
+        _pendingFirstSlot = -1;
+        _notificationsEnabled = true;
+        _deviceEventWritten = uint.MaxValue; // unknown: the first write always happens
+        memory.AddReference();
+    }
+
+    /// <summary>Queue size Q.</summary>
+    public int QueueSize => _size;
+
+    /// <summary>Where the queue lives.</summary>
+    public PackedQueueLayout Layout => _layout;
+
+    /// <summary>Negotiated ring features.</summary>
+    public VirtqueueFeatures Features => _features;
+
+    /// <summary>Why the queue is broken, or <see cref="QueueError.None"/>.</summary>
+    public QueueError Error => _error;
+
+    /// <summary>The offending value of <see cref="Error"/>.</summary>
+    public ulong ErrorDetail => _errorDetail;
+
+    /// <summary>True once the guest broke a rule; the VMM should set DEVICE_NEEDS_RESET.</summary>
+    public bool IsBroken => _error != QueueError.None;
+
+    /// <summary>Buffers popped and not yet pushed back.</summary>
+    public int InFlight => _inFlightBuffers;
+
+    /// <summary>Ring slot the device reads next.</summary>
+    public ushort NextAvail => _nextAvail;
+
+    /// <summary>Whether the device currently asks for available-buffer notifications.</summary>
+    public bool NotificationsEnabled => _notificationsEnabled;
+
+    /// <summary>
+    /// Attaches to a packed queue the driver placed in guest memory, from the reset state (both wrap counters 1,
+    /// both positions 0). Ring memory is not written: the driver may already have made buffers available.
+    /// </summary>
+    public static bool TryAttach(
+        GuestMemory memory,
+        in PackedQueueLayout layout,
+        VirtqueueFeatures features,
+        [NotNullWhen(true)] out PackedQueueDevice? queue,
+        out QueueError error)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        queue = null;
+        error = layout.Validate();
+        if (error != QueueError.None)
+        {
+            return false;
+        }
+
+        byte* ring = memory.TranslateOrNull(layout.DescriptorRingAddress, (ulong)PackedQueueLayout.DescriptorRingBytes(layout.QueueSize));
+        byte* driverEvent = memory.TranslateOrNull(layout.DriverAreaAddress, EventSuppression.Size);
+        byte* deviceEvent = memory.TranslateOrNull(layout.DeviceAreaAddress, EventSuppression.Size);
+        if (ring == null || driverEvent == null || deviceEvent == null)
+        {
+            error = QueueError.RingNotInGuestMemory;
+            return false;
+        }
+
+        if (((nuint)ring % PackedQueueLayout.DescriptorRingAlignment) != 0
+            || ((nuint)driverEvent % PackedQueueLayout.EventSuppressionAlignment) != 0
+            || ((nuint)deviceEvent % PackedQueueLayout.EventSuppressionAlignment) != 0)
+        {
+            error = QueueError.RingMisaligned;
+            return false;
+        }
+
+        queue = new PackedQueueDevice(memory, layout, features, ring, driverEvent, deviceEvent);
+        return true;
+    }
+
+    /// <summary>
+    /// Recreates a device-side queue from saved state, validating it like guest input: layout as in
+    /// <see cref="TryAttach"/>, positions below the queue size.
+    /// </summary>
+    public static bool TryRestore(
+        GuestMemory memory,
+        in PackedQueueState state,
+        [NotNullWhen(true)] out PackedQueueDevice? queue,
+        out QueueError error)
+    {
+        if (!TryAttach(memory, state.Layout, state.Features, out queue, out error))
+        {
+            return false;
+        }
+
+        // No buffer is in flight in a saved state, so both positions and wrap counters must agree.
+        if (state.NextAvail >= queue._size || state.NextAvail != state.NextUsed || state.AvailWrapCounter != state.UsedWrapCounter)
+        {
+            queue.Dispose();
+            queue = null;
+            error = QueueError.InvalidSavedState;
+            return false;
+        }
+
+        queue._nextAvail = state.NextAvail;
+        queue._availWrap = state.AvailWrapCounter;
+        queue._nextUsed = state.NextUsed;
+        queue._usedWrap = state.UsedWrapCounter;
+        queue._notificationsEnabled = state.NotificationsEnabled;
+        return true;
+    }
+
+    /// <summary>Saves the state for <see cref="TryRestore"/>; every popped buffer must be pushed and published first.</summary>
+    public PackedQueueState SaveState()
+    {
+        ThrowIfDisposed();
+        if (_inFlightBuffers != 0 || _pendingFirstSlot >= 0)
+        {
+            ThrowHelper.ThrowInvalidOperation("Push and publish every popped buffer before saving a packed queue.");
+        }
+
+        return new PackedQueueState(_layout, _features, _nextAvail, _availWrap, _nextUsed, _usedWrap, _notificationsEnabled);
+    }
+
+    /// <summary>
+    /// Pops the next available buffer. Returns false when none is available or the queue is broken. The chain
+    /// is valid until the next call.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryPop(out DescriptorChain chain)
+    {
+        // Acquire (2.8.21, "Updating flags" pairs with this): the descriptor's other fields, the rest of its list
+        // and the buffers are read after the flags that made them available.
+        ushort flags = _halted ? (ushort)0 : LittleEndian.VolatileRead16(_ring + ((nuint)_nextAvail * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
+        if (!PackedDescriptor.IsAvailable(flags, _availWrap) && !RecheckAvailable(out flags))
+        {
+            chain = default;
+            return false;
+        }
+
+        return WalkList(flags, out chain);
+    }
+
+    /// <summary>
+    /// Writes the used descriptor for buffer <paramref name="id"/> (from <see cref="DescriptorChain.Id"/>) that
+    /// the device wrote <paramref name="writtenLength"/> bytes into, and skips the slots its list occupied. The
+    /// first used descriptor of a batch becomes visible at <see cref="PublishUsed"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void PushUsed(ushort id, uint writtenLength)
+    {
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            return;
+        }
+
+        if (id >= _size || _slotsOfId[id] == 0)
+        {
+            ThrowBadPush(id);
+        }
+
+        int slots = _slotsOfId[id];
+        _slotsOfId[id] = 0;
+        WriteUsed(id, writtenLength, slots);
+        _inFlightBuffers--;
+    }
+
+    /// <summary>
+    /// Makes every pushed used descriptor visible (one release store of the batch's first flags) and returns
+    /// whether to send a used-buffer notification, as the driver event suppression structure asks.
+    /// </summary>
+    public bool PublishUsed()
+    {
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            return false;
+        }
+
+        if (_pendingFirstSlot < 0)
+        {
+            return false;
+        }
+
+        // The ids, lengths and later flags of the batch were written with plain stores; the release store of the
+        // first descriptor's flags orders them all before it (2.8.9 "Multi-buffer requests": first marked last).
+        LittleEndian.VolatileWrite16(_ring + ((nuint)(uint)_pendingFirstSlot * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset, _pendingFirstFlags);
+        _pendingFirstSlot = -1;
+
+        // The flags store must be visible before the driver event suppression structure is read (store-load
+        // order: a full barrier), or a driver enabling notifications meanwhile could be missed.
+        Interlocked.MemoryBarrier();
+        uint snapshot = LittleEndian.VolatileRead32(_driverEvent);
+        int advanced = _usedSinceSignal;
+        _usedSinceSignal = 0;
+        ushort flags = (ushort)(snapshot >> 16);
+        if (flags == EventSuppression.FlagsDisable)
+        {
+            return false;
+        }
+
+        if (flags != EventSuppression.FlagsDesc || !_eventIdx)
+        {
+            return true; // ENABLE (DESC without EVENT_IDX and the reserved value 3 are treated as ENABLE)
+        }
+
+        return EventSuppression.NeedsNotification((ushort)snapshot, _nextUsed, _usedWrap, advanced, _size);
+    }
+
+    /// <summary>Asks the driver not to send available-buffer notifications (device event flags DISABLE).</summary>
+    public void DisableNotifications()
+    {
+        ThrowIfDisposed();
+        if (_halted || !_notificationsEnabled)
+        {
+            return;
+        }
+
+        _notificationsEnabled = false;
+        WriteDeviceEvent(EventSuppression.Encode(0, false), EventSuppression.FlagsDisable);
+    }
+
+    /// <summary>
+    /// Asks for available-buffer notifications again (ENABLE, or DESC at the next slot with EVENT_IDX) and
+    /// re-checks the ring. Returns true when a buffer is already available.
+    /// </summary>
+    public bool EnableNotifications()
+    {
+        ThrowIfDisposed();
+        if (_halted)
+        {
+            return false;
+        }
+
+        _notificationsEnabled = true;
+        ArmDeviceEvent();
+
+        // Store-load: the enable must be visible before the slot is looked at again.
+        Interlocked.MemoryBarrier();
+        ushort flags = LittleEndian.VolatileRead16(_ring + ((nuint)_nextAvail * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
+        return PackedDescriptor.IsAvailable(flags, _availWrap);
+    }
+
+    /// <summary>Releases the queue's reference on guest memory.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _halted = true;
+        _memory.ReleaseReference();
+    }
+
+    /// <summary>Slow path of <see cref="TryPop"/>: nothing available at the slot, or the queue is halted.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool RecheckAvailable(out ushort flags)
+    {
+        flags = 0;
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            return false;
+        }
+
+        // Empty. With EVENT_IDX and notifications on, point the device event at this slot so the driver kicks
+        // when it fills it, then look once more (the driver may have filled it before seeing the new event).
+        if (!_notificationsEnabled || !_eventIdx || !ArmDeviceEvent())
+        {
+            return false;
+        }
+
+        Interlocked.MemoryBarrier();
+        flags = LittleEndian.VolatileRead16(_ring + ((nuint)_nextAvail * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
+        return PackedDescriptor.IsAvailable(flags, _availWrap);
+    }
+
+    /// <summary>Writes the device event structure for "notify me at the next slot"; false if unchanged.</summary>
+    private bool ArmDeviceEvent() =>
+        _eventIdx
+            ? WriteDeviceEvent(EventSuppression.Encode(_nextAvail, _availWrap), EventSuppression.FlagsDesc)
+            : WriteDeviceEvent(EventSuppression.Encode(0, false), EventSuppression.FlagsEnable);
+
+    private bool WriteDeviceEvent(ushort desc, ushort flags)
+    {
+        uint value = desc | ((uint)flags << 16);
+        if (value == _deviceEventWritten)
+        {
+            return false;
+        }
+
+        _deviceEventWritten = value;
+        LittleEndian.VolatileWrite32(_deviceEvent, value); // one aligned 32-bit store: desc and flags together
+        return true;
+    }
+
+    /// <summary>
+    /// Reads the list starting at the next slot, whose flags (already read, available) are <paramref name="headFlags"/>.
+    /// </summary>
+    private bool WalkList(ushort headFlags, out DescriptorChain chain)
+    {
+        chain = default;
+        QueueError error;
+        ulong detail;
+        ChainSegmentRecord[] segments = _segments;
+        uint slot = _nextAvail;
+        bool wrap = _availWrap;
+        ushort flags = headFlags;
+        int slots = 0;
+        int count = 0;
+        int readable = 0;
+        ulong totalBytes = 0;
+        ulong readableBytes = 0;
+        ushort id;
+
+        while (true)
+        {
+            // 2.8.17: no list longer than the queue (which also bounds a list that runs all the way round).
+            if (slots == _size)
+            {
+                error = QueueError.ChainTooLong;
+                detail = (ulong)slots;
+                goto Failed;
+            }
+
+            byte* desc = _ring + ((nuint)slot * PackedDescriptor.Size);
+            if (slots > 0)
+            {
+                // Ordered after the head's acquire load. Every descriptor of a list carries correct AVAIL/USED bits
+                // (2.8.6), and a device must not use one it has not seen made available (2.8.15).
+                flags = LittleEndian.Read16(desc + PackedDescriptor.FlagsOffset);
+                if (!PackedDescriptor.IsAvailable(flags, wrap))
+                {
+                    error = QueueError.DescriptorNotAvailable;
+                    detail = slot;
+                    goto Failed;
+                }
+            }
+
+            ulong address = LittleEndian.Read64(desc);
+            uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
+            id = LittleEndian.Read16(desc + PackedDescriptor.IdOffset);
+            slots++;
+            if (++slot == (uint)_size)
+            {
+                slot = 0;
+                wrap = !wrap;
+            }
+
+            if ((flags & PackedDescriptor.FlagIndirect) != 0)
+            {
+                // 2.8.19: an indirect descriptor is a list of its own, never part of a NEXT list.
+                if (slots > 1 || (flags & PackedDescriptor.FlagNext) != 0)
+                {
+                    error = QueueError.IndirectWithNext;
+                    detail = slot;
+                    goto Failed;
+                }
+
+                if (!WalkIndirect(address, length, ref segments, out count, out readable, out totalBytes, out readableBytes))
+                {
+                    return false;
+                }
+
+                break;
+            }
+
+            if (length > int.MaxValue)
+            {
+                error = QueueError.ChainLengthOverflow;
+                detail = length;
+                goto Failed;
+            }
+
+            totalBytes += length;
+            if ((flags & PackedDescriptor.FlagWrite) == 0)
+            {
+                if (count != readable)
+                {
+                    error = QueueError.ReadableAfterWritable;
+                    detail = slot;
+                    goto Failed;
+                }
+
+                readable++;
+                readableBytes += length;
+            }
+
+            if (totalBytes > uint.MaxValue)
+            {
+                error = QueueError.ChainLengthOverflow;
+                detail = totalBytes;
+                goto Failed;
+            }
+
+            byte* host = Translate(address, length);
+            if (host == null)
+            {
+                error = QueueError.BufferNotInGuestMemory;
+                detail = address;
+                goto Failed;
+            }
+
+            if (count == segments.Length)
+            {
+                segments = GrowSegments();
+            }
+
+            Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(segments), count++) = new ChainSegmentRecord(address, host, (int)length);
+            if ((flags & PackedDescriptor.FlagNext) == 0)
+            {
+                break;
+            }
+        }
+
+        // The buffer ID is in the list's last descriptor (2.8.6).
+        if (id >= _size)
+        {
+            error = QueueError.BufferIdOutOfRange;
+            detail = id;
+            goto Failed;
+        }
+
+        if (_slotsOfId[id] != 0)
+        {
+            error = QueueError.BufferIdInUse;
+            detail = id;
+            goto Failed;
+        }
+
+        // A driver can only fill slots the device has handed back: more than Q in flight means slots were reused.
+        if (_inFlightSlots + slots > _size)
+        {
+            error = QueueError.InFlightExceedsQueueSize;
+            detail = (ulong)(_inFlightSlots + slots);
+            goto Failed;
+        }
+
+        _slotsOfId[id] = (ushort)slots;
+        _inFlightSlots += slots;
+        _inFlightBuffers++;
+        _nextAvail = (ushort)slot;
+        _availWrap = wrap;
+        chain = new DescriptorChain(id, segments.AsSpan(0, count), readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
+        return true;
+
+    Failed:
+        return Fail(error, detail);
+    }
+
+    /// <summary>
+    /// Reads an indirect table (2.8.7): every entry, in order, belongs to the buffer; only WRITE is meaningful
+    /// and INDIRECT is forbidden.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool WalkIndirect(ulong tableAddress, uint tableLength, ref ChainSegmentRecord[] segments, out int count, out int readable, out ulong totalBytes, out ulong readableBytes)
+    {
+        count = 0;
+        readable = 0;
+        totalBytes = 0;
+        readableBytes = 0;
+        if (!_indirect)
+        {
+            return Fail(QueueError.IndirectNotNegotiated, tableAddress);
+        }
+
+        if (tableLength == 0 || tableLength % PackedDescriptor.Size != 0)
+        {
+            return Fail(QueueError.IndirectTableLength, tableLength);
+        }
+
+        uint entries = tableLength / PackedDescriptor.Size;
+        if (entries > (uint)_size)
+        {
+            return Fail(QueueError.ChainTooLong, entries);
+        }
+
+        byte* table = Translate(tableAddress, tableLength);
+        if (table == null)
+        {
+            return Fail(QueueError.IndirectTableNotInGuestMemory, tableAddress);
+        }
+
+        for (uint i = 0; i < entries; i++)
+        {
+            byte* desc = table + ((nuint)i * PackedDescriptor.Size);
+            ulong address = LittleEndian.Read64(desc);
+            uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
+            ushort flags = LittleEndian.Read16(desc + PackedDescriptor.FlagsOffset);
+            if ((flags & PackedDescriptor.FlagIndirect) != 0)
+            {
+                return Fail(QueueError.NestedIndirect, i);
+            }
+
+            if (length > int.MaxValue)
+            {
+                return Fail(QueueError.ChainLengthOverflow, length);
+            }
+
+            totalBytes += length;
+            if ((flags & PackedDescriptor.FlagWrite) == 0)
+            {
+                if (count != readable)
+                {
+                    return Fail(QueueError.ReadableAfterWritable, i);
+                }
+
+                readable++;
+                readableBytes += length;
+            }
+
+            if (totalBytes > uint.MaxValue)
+            {
+                return Fail(QueueError.ChainLengthOverflow, totalBytes);
+            }
+
+            byte* host = Translate(address, length);
+            if (host == null)
+            {
+                return Fail(QueueError.BufferNotInGuestMemory, address);
+            }
+
+            if (count == segments.Length)
+            {
+                segments = GrowSegments();
+            }
+
+            segments[count++] = new ChainSegmentRecord(address, host, (int)length);
+        }
+
+        return true;
+    }
+
+    private void WriteUsed(ushort id, uint writtenLength, int slots)
+    {
+        Debug.Assert(slots is > 0 and <= ushort.MaxValue, "every buffer occupies at least one slot");
+        uint slot = _nextUsed;
+        byte* desc = _ring + ((nuint)slot * PackedDescriptor.Size);
+        LittleEndian.Write16(desc + PackedDescriptor.IdOffset, id);
+        LittleEndian.Write32(desc + PackedDescriptor.LengthOffset, writtenLength);
+        ushort flags = (ushort)(PackedDescriptor.UsedBits(_usedWrap) | (writtenLength != 0 ? PackedDescriptor.FlagWrite : 0));
+        if (_pendingFirstSlot < 0)
+        {
+            _pendingFirstSlot = (int)slot;
+            _pendingFirstFlags = flags;
+        }
+        else
+        {
+            // The driver cannot look past the batch's first (still unpublished) descriptor, so a plain store is
+            // enough here; PublishUsed's release store orders it.
+            LittleEndian.Write16(desc + PackedDescriptor.FlagsOffset, flags);
+        }
+
+        slot += (uint)slots;
+        if (slot >= (uint)_size)
+        {
+            slot -= (uint)_size;
+            _usedWrap = !_usedWrap;
+        }
+
+        _nextUsed = (ushort)slot;
+        _inFlightSlots -= slots;
+        _usedSinceSignal += slots;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* Translate(ulong gpa, ulong length)
+    {
+        ulong offset = gpa - _regionGpa;
+        return offset < _regionLength && length <= _regionLength - offset ? _regionHost + offset : TranslateMiss(gpa, length);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* TranslateMiss(ulong gpa, ulong length)
+    {
+        byte* host = _memory.TranslateOrNull(gpa, length);
+        if (host != null && _memory.TryFindRegion(gpa, out Memory.GuestRegion region))
+        {
+            _regionGpa = region.Gpa;
+            _regionLength = region.Length;
+            _regionHost = region.Host;
+        }
+
+        return host;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ChainSegmentRecord[] GrowSegments()
+    {
+        var grown = new ChainSegmentRecord[Math.Min(_size, _segments.Length * 2)];
+        _segments.CopyTo(grown, 0);
+        _segments = grown;
+        return grown;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool Fail(QueueError error, ulong detail)
+    {
+        if (_error == QueueError.None)
+        {
+            _error = error;
+            _errorDetail = detail;
+        }
+
+        _halted = true;
+        return false;
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBadPush(ushort id)
+    {
+        ThrowIfDisposed();
+        ThrowHelper.ThrowArgumentOutOfRange(nameof(id), $"Buffer id {id} is not a buffer the device popped and still holds.");
+    }
+
+    private void ThrowIfDisposed()
+    {
+        if (_disposed)
+        {
+            ThrowHelper.ThrowObjectDisposed(nameof(PackedQueueDevice));
+        }
+    }
+}

@@ -1,0 +1,558 @@
+using System;
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Threading;
+using Virtio.Ring.Internal;
+
+namespace Virtio.Ring.Packed;
+
+/// <summary>
+/// The driver side of a packed virtqueue (VIRTIO 1.2, 2.8): what a guest driver does to hand buffers to a device
+/// and get them back.
+/// <para>
+/// <b>Protocol.</b> <see cref="TryAdd"/> writes a list into consecutive slots from the next free one: every
+/// descriptor but the first completely, then, after a write barrier (a release store), the first descriptor's
+/// flags, which makes the whole list available at once (2.8.21 "Updating flags"). The buffer ID, taken from a
+/// private free list, goes into the list's last descriptor. <see cref="Publish"/> is the kick decision: a full
+/// barrier, then the device event suppression structure. <see cref="TryGetUsed"/> polls the next used slot with
+/// an acquire load of its flags, maps the buffer ID back to the caller's token and skips the list's slots.
+/// </para>
+/// <para>
+/// <b>Bookkeeping.</b> Buffer IDs, each buffer's slot count, indirect table and token live in this object; the
+/// device can only name an ID, which is checked (in range, in flight) before it is used.
+/// </para>
+/// </summary>
+/// <typeparam name="TToken">What the caller gets back with each used buffer.</typeparam>
+public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
+{
+    private readonly GuestMemory _memory;
+    private readonly PackedQueueLayout _layout;
+    private readonly IndirectDescriptorPool? _pool;
+    private readonly int _size;
+    private readonly bool _eventIdx;
+    private readonly byte* _ring;
+    private readonly byte* _driverEvent;
+    private readonly byte* _deviceEvent;
+    private readonly ushort[] _freeIds;
+    private readonly BufferState[] _buffers;
+
+    // Driver-private state.
+    private int _freeIdCount;
+    private int _freeSlots;
+    private int _inFlight;
+    private ushort _nextAvail;
+    private bool _availWrap;
+    private ushort _nextUsed;
+    private bool _usedWrap;
+    private int _addedSinceKick;        // slots made available since the last kick decision
+    private uint _driverEventWritten;
+    private bool _callbacksEnabled;
+    private int _detachCursor;
+    private QueueError _error;
+    private ulong _errorDetail;
+    private bool _halted;
+    private bool _disposed;
+
+    /// <summary>
+    /// Places a fresh packed queue at <paramref name="layout"/>: zeroes the descriptor ring (2.8.13: "The
+    /// descriptor ring is zero-initialized") and both event suppression structures, wrap counters 1.
+    /// </summary>
+    public PackedQueueDriver(GuestMemory memory, in PackedQueueLayout layout, VirtqueueFeatures features, IndirectDescriptorPool? indirectPool = null)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        if (!PackedQueueLayout.IsValidQueueSize(layout.QueueSize))
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(layout), "A packed queue's size is 1 to 32768.");
+        }
+
+        if (layout.Validate() != QueueError.None)
+        {
+            ThrowHelper.ThrowArgument(nameof(layout), "The descriptor ring is 16-byte aligned, the event suppression structures 4-byte aligned.");
+        }
+
+        _ring = memory.TranslateOrNull(layout.DescriptorRingAddress, (ulong)PackedQueueLayout.DescriptorRingBytes(layout.QueueSize));
+        _driverEvent = memory.TranslateOrNull(layout.DriverAreaAddress, EventSuppression.Size);
+        _deviceEvent = memory.TranslateOrNull(layout.DeviceAreaAddress, EventSuppression.Size);
+        if (_ring == null || _driverEvent == null || _deviceEvent == null)
+        {
+            ThrowHelper.ThrowArgument(nameof(layout), "Every part of the queue must lie inside one guest memory region.");
+        }
+
+        memory.AddReference();
+        _memory = memory;
+        _layout = layout;
+        Features = features;
+        _pool = (features & VirtqueueFeatures.IndirectDescriptors) != 0 ? indirectPool : null;
+        _size = layout.QueueSize;
+        _eventIdx = (features & VirtqueueFeatures.EventIndex) != 0;
+        _freeIds = new ushort[_size];
+        _buffers = new BufferState[_size];
+        InitializeRing();
+    }
+
+    /// <summary>Queue size Q.</summary>
+    public int QueueSize => _size;
+
+    /// <summary>Where the queue lives.</summary>
+    public PackedQueueLayout Layout => _layout;
+
+    /// <summary>Negotiated ring features.</summary>
+    public VirtqueueFeatures Features { get; }
+
+    /// <summary>Free descriptor slots.</summary>
+    public int FreeDescriptors => _freeSlots;
+
+    /// <summary>Buffers made available and not yet returned used.</summary>
+    public int InFlight => _inFlight;
+
+    /// <summary>Why the queue is broken, or <see cref="QueueError.None"/>.</summary>
+    public QueueError Error => _error;
+
+    /// <summary>The offending value of <see cref="Error"/>.</summary>
+    public ulong ErrorDetail => _errorDetail;
+
+    /// <summary>True once the device broke a rule.</summary>
+    public bool IsBroken => _error != QueueError.None;
+
+    /// <summary>
+    /// Makes a list of device-readable then device-writable buffers available (visible to the device at once).
+    /// Returns false when the ring has no room or the queue is broken; a list longer than the queue throws.
+    /// </summary>
+    public bool TryAdd(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, TToken token)
+    {
+        int total = readable.Length + writable.Length;
+        if (_halted || (uint)(total - 1) >= (uint)_size)
+        {
+            return AddSlow(total);
+        }
+
+        int table = -1;
+        int slots = total;
+        if (total > 1 && _pool != null && _pool.TryRent(total, out table))
+        {
+            slots = 1;
+        }
+
+        if (slots > _freeSlots || _freeIdCount == 0)
+        {
+            if (table >= 0)
+            {
+                _pool!.Return(table);
+            }
+
+            return false;
+        }
+
+        ushort id = _freeIds[--_freeIdCount];
+        uint head = _nextAvail;
+        ushort headFlags;
+        if (table >= 0)
+        {
+            WriteIndirectTable(readable, writable, table);
+            headFlags = (ushort)(PackedDescriptor.FlagIndirect | PackedDescriptor.AvailableBits(_availWrap));
+            byte* desc = _ring + ((nuint)head * PackedDescriptor.Size);
+            LittleEndian.Write64(desc, _pool!.TableAddress(table));
+            LittleEndian.Write32(desc + PackedDescriptor.LengthOffset, (uint)(total * PackedDescriptor.Size));
+            LittleEndian.Write16(desc + PackedDescriptor.IdOffset, id);
+            Advance(ref _nextAvail, ref _availWrap, 1);
+        }
+        else
+        {
+            headFlags = WriteList(readable, writable, id);
+        }
+
+        ref BufferState state = ref _buffers[id];
+        state.Token = token;
+        state.Slots = (ushort)slots;
+        state.IndirectTable = table;
+        _freeSlots -= slots;
+        _inFlight++;
+        _addedSinceKick += slots;
+
+        // 2.8.21 "Updating flags": everything else in the list is written; a release store of the first
+        // descriptor's flags makes the list available in one step and never half-written.
+        LittleEndian.VolatileWrite16(_ring + ((nuint)head * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset, headFlags);
+        return true;
+    }
+
+    /// <summary>
+    /// The kick decision after one or more <see cref="TryAdd"/> calls: returns whether the device asked to be
+    /// notified (ENABLE; or DESC with EVENT_IDX when the lists just added covered the slot it named).
+    /// </summary>
+    public bool Publish()
+    {
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            return false;
+        }
+
+        int added = _addedSinceKick;
+        if (added == 0)
+        {
+            return false;
+        }
+
+        _addedSinceKick = 0;
+
+        // 2.8.21.3: the flags stores must be visible before the device event suppression structure is read.
+        Interlocked.MemoryBarrier();
+        uint snapshot = LittleEndian.VolatileRead32(_deviceEvent);
+        ushort flags = (ushort)(snapshot >> 16);
+        if (flags == EventSuppression.FlagsDisable)
+        {
+            return false;
+        }
+
+        if (flags != EventSuppression.FlagsDesc || !_eventIdx)
+        {
+            return true;
+        }
+
+        return EventSuppression.NeedsNotification((ushort)snapshot, _nextAvail, _availWrap, added, _size);
+    }
+
+    /// <summary>
+    /// Takes the next used buffer back: its token and the bytes the device wrote. False when the device has
+    /// returned nothing new or the queue is broken. With notifications enabled and EVENT_IDX, an empty ring
+    /// re-arms the driver event structure and looks once more.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGetUsed([MaybeNullWhen(false)] out TToken token, out uint writtenLength)
+    {
+        byte* desc = _ring + ((nuint)_nextUsed * PackedDescriptor.Size);
+
+        // Acquire: the id and length are read after the flags that published them.
+        ushort flags = _halted ? (ushort)0 : LittleEndian.VolatileRead16(desc + PackedDescriptor.FlagsOffset);
+        if (!PackedDescriptor.IsUsed(flags, _usedWrap) && !RecheckUsed(out flags))
+        {
+            token = default;
+            writtenLength = 0;
+            return false;
+        }
+
+        ushort id = LittleEndian.Read16(desc + PackedDescriptor.IdOffset);
+        uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
+        if (id >= _size || _buffers[id].Slots == 0)
+        {
+            Fail(QueueError.UsedIdInvalid, id);
+            token = default;
+            writtenLength = 0;
+            return false;
+        }
+
+        Advance(ref _nextUsed, ref _usedWrap, _buffers[id].Slots);
+        token = FreeBuffer(id);
+        writtenLength = length; // 2.8.4: only meaningful with WRITE; a device that wrote nothing reports 0 anyway
+        return true;
+    }
+
+    /// <summary>Asks the device not to send used-buffer notifications (driver event flags DISABLE).</summary>
+    public void DisableUsedNotifications()
+    {
+        ThrowIfDisposed();
+        if (_halted || !_callbacksEnabled)
+        {
+            return;
+        }
+
+        _callbacksEnabled = false;
+        WriteDriverEvent(0, EventSuppression.FlagsDisable);
+    }
+
+    /// <summary>
+    /// Asks for a used-buffer notification for the next used buffer (ENABLE, or DESC at the next used slot with
+    /// EVENT_IDX) and re-checks; true when a used buffer is already waiting.
+    /// </summary>
+    public bool EnableUsedNotifications() => EnableUsedNotificationsAt(0);
+
+    /// <summary>
+    /// With EVENT_IDX, asks to be notified only when the device reaches about three quarters of the slots in
+    /// flight (<c>virtqueue_enable_cb_delayed</c>); otherwise as <see cref="EnableUsedNotifications"/>.
+    /// </summary>
+    public bool EnableUsedNotificationsDelayed() =>
+        EnableUsedNotificationsAt(_eventIdx ? (_size - _freeSlots) * 3 / 4 : 0);
+
+    /// <summary>After a device reset: hands back the token of every buffer still in flight, one at a time.</summary>
+    public bool TryDetachUnused([MaybeNullWhen(false)] out TToken token)
+    {
+        ThrowIfDisposed();
+        for (; _detachCursor < _size; _detachCursor++)
+        {
+            if (_buffers[_detachCursor].Slots != 0)
+            {
+                token = FreeBuffer((ushort)_detachCursor);
+                return true;
+            }
+        }
+
+        token = default;
+        return false;
+    }
+
+    /// <summary>Returns the queue to its initial state; every buffer must have been taken back first.</summary>
+    public void Reset()
+    {
+        ThrowIfDisposed();
+        if (_inFlight != 0)
+        {
+            ThrowHelper.ThrowInvalidOperation($"{_inFlight} buffers are still in flight: take them back with TryDetachUnused first.");
+        }
+
+        InitializeRing();
+    }
+
+    /// <summary>Releases the queue's references; ring memory is left as it is.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _halted = true;
+        _memory.ReleaseReference();
+    }
+
+    private void InitializeRing()
+    {
+        new Span<byte>(_ring, PackedQueueLayout.DescriptorRingBytes(_size)).Clear();
+        new Span<byte>(_driverEvent, EventSuppression.Size).Clear();
+        new Span<byte>(_deviceEvent, EventSuppression.Size).Clear();
+        for (int i = 0; i < _size; i++)
+        {
+            _freeIds[i] = (ushort)(_size - 1 - i); // ID 0 is handed out first
+            _buffers[i] = default;
+        }
+
+        _freeIdCount = _size;
+        _freeSlots = _size;
+        _inFlight = 0;
+        _nextAvail = 0;
+        _availWrap = true;
+        _nextUsed = 0;
+        _usedWrap = true;
+        _addedSinceKick = 0;
+        _driverEventWritten = 0;
+        _callbacksEnabled = true;
+        _detachCursor = 0;
+        _error = QueueError.None;
+        _errorDetail = 0;
+        _halted = false;
+    }
+
+    /// <summary>Writes a direct list from the next free slot; returns the head's flags, not yet stored.</summary>
+    private ushort WriteList(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, ushort id)
+    {
+        int last = readable.Length + writable.Length - 1;
+        ushort headFlags = 0;
+        for (int i = 0; i <= last; i++)
+        {
+            bool isWritable = i >= readable.Length;
+            GuestRange range = isWritable ? writable[i - readable.Length] : readable[i];
+            ushort flags = (ushort)(PackedDescriptor.AvailableBits(_availWrap)
+                | (isWritable ? PackedDescriptor.FlagWrite : 0)
+                | (i < last ? PackedDescriptor.FlagNext : 0));
+            byte* desc = _ring + ((nuint)_nextAvail * PackedDescriptor.Size);
+            LittleEndian.Write64(desc, range.Address);
+            LittleEndian.Write32(desc + PackedDescriptor.LengthOffset, range.Length);
+            LittleEndian.Write16(desc + PackedDescriptor.IdOffset, id); // 2.8.6: the last one's ID counts
+            if (i == 0)
+            {
+                headFlags = flags;
+            }
+            else
+            {
+                LittleEndian.Write16(desc + PackedDescriptor.FlagsOffset, flags);
+            }
+
+            Advance(ref _nextAvail, ref _availWrap, 1);
+        }
+
+        return headFlags;
+    }
+
+    private void WriteIndirectTable(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, int table)
+    {
+        Debug.Assert(_pool != null, "indirect lists need the pool");
+        byte* entries = _pool.TableHost(table);
+        int total = readable.Length + writable.Length;
+        for (int i = 0; i < total; i++)
+        {
+            bool isWritable = i >= readable.Length;
+            GuestRange range = isWritable ? writable[i - readable.Length] : readable[i];
+            Unsafe.WriteUnaligned(
+                entries + ((nuint)i * PackedDescriptor.Size),
+                new PackedDescriptor(range.Address, range.Length, 0, isWritable ? PackedDescriptor.FlagWrite : (ushort)0));
+        }
+    }
+
+    private TToken FreeBuffer(ushort id)
+    {
+        ref BufferState state = ref _buffers[id];
+        Debug.Assert(state.Slots != 0, "only buffers in flight are freed");
+        _freeSlots += state.Slots;
+        if (state.IndirectTable >= 0)
+        {
+            _pool!.Return(state.IndirectTable);
+        }
+
+        TToken token = state.Token;
+        state = default;
+        _freeIds[_freeIdCount++] = id;
+        _inFlight--;
+        return token;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Advance(ref ushort position, ref bool wrap, int slots)
+    {
+        int next = position + slots;
+        if (next >= _size)
+        {
+            next -= _size;
+            wrap = !wrap;
+        }
+
+        position = (ushort)next;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool RecheckUsed(out ushort flags)
+    {
+        flags = 0;
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            return false;
+        }
+
+        if (!_callbacksEnabled || !_eventIdx || !WriteDriverEvent(EventSuppression.Encode(_nextUsed, _usedWrap), EventSuppression.FlagsDesc))
+        {
+            return false;
+        }
+
+        Interlocked.MemoryBarrier(); // store the event before re-loading the slot's flags
+        flags = LittleEndian.VolatileRead16(_ring + ((nuint)_nextUsed * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
+        return PackedDescriptor.IsUsed(flags, _usedWrap);
+    }
+
+    private bool EnableUsedNotificationsAt(int slotsAhead)
+    {
+        ThrowIfDisposed();
+        if (_halted)
+        {
+            return false;
+        }
+
+        _callbacksEnabled = true;
+        if (_eventIdx)
+        {
+            ushort position = _nextUsed;
+            bool wrap = _usedWrap;
+            Advance(ref position, ref wrap, slotsAhead);
+            WriteDriverEvent(EventSuppression.Encode(position, wrap), EventSuppression.FlagsDesc);
+        }
+        else
+        {
+            WriteDriverEvent(0, EventSuppression.FlagsEnable);
+        }
+
+        // Store-load: the enable must be visible before the next used slot is looked at again.
+        Interlocked.MemoryBarrier();
+        ushort flags = LittleEndian.VolatileRead16(_ring + ((nuint)_nextUsed * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
+        if (!PackedDescriptor.IsUsed(flags, _usedWrap))
+        {
+            return false;
+        }
+
+        if (slotsAhead == 0)
+        {
+            return true;
+        }
+
+        // Delayed: report only when the used descriptors already reach past the requested slot.
+        ushort scan = _nextUsed;
+        bool scanWrap = _usedWrap;
+        int seen = 0;
+        while (seen <= slotsAhead)
+        {
+            byte* desc = _ring + ((nuint)scan * PackedDescriptor.Size);
+            if (!PackedDescriptor.IsUsed(LittleEndian.VolatileRead16(desc + PackedDescriptor.FlagsOffset), scanWrap))
+            {
+                return false;
+            }
+
+            ushort id = LittleEndian.Read16(desc + PackedDescriptor.IdOffset);
+            int slots = id < _size ? _buffers[id].Slots : 0;
+            if (slots == 0)
+            {
+                return true; // let TryGetUsed see and report the bad id
+            }
+
+            seen += slots;
+            Advance(ref scan, ref scanWrap, slots);
+        }
+
+        return true;
+    }
+
+    private bool WriteDriverEvent(ushort desc, ushort flags)
+    {
+        uint value = desc | ((uint)flags << 16);
+        if (value == _driverEventWritten)
+        {
+            return false;
+        }
+
+        _driverEventWritten = value;
+        LittleEndian.VolatileWrite32(_driverEvent, value);
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool AddSlow(int total)
+    {
+        ThrowIfDisposed();
+        if (total == 0)
+        {
+            ThrowHelper.ThrowArgument(nameof(total), "A buffer needs at least one element.");
+        }
+
+        if (total > _size)
+        {
+            ThrowHelper.ThrowArgument(nameof(total), $"A list of {total} elements is longer than the queue ({_size}).");
+        }
+
+        return false;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void Fail(QueueError error, ulong detail)
+    {
+        if (_error == QueueError.None)
+        {
+            _error = error;
+            _errorDetail = detail;
+        }
+
+        _halted = true;
+    }
+
+    private void ThrowIfDisposed()
+    {
+        if (_disposed)
+        {
+            ThrowHelper.ThrowObjectDisposed(nameof(PackedQueueDriver<TToken>));
+        }
+    }
+
+    private struct BufferState
+    {
+        public TToken Token;
+        public int IndirectTable;
+        public ushort Slots;
+    }
+}

@@ -1,0 +1,134 @@
+using System;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using Virtio.Ring.Packed;
+using Virtio.Ring.Split;
+
+namespace Virtio.Ring;
+
+/// <summary>
+/// The device side of a virtqueue in either ring format: what a device model (the balloon, a block device, ...)
+/// programs against, so it runs unchanged over a split or a packed queue chosen at feature negotiation.
+/// <para>
+/// <b>Why a concrete class and not an interface.</b> The format is fixed for the queue's life, so this type holds
+/// one of two sealed ring classes and branches on which one per call. That branch is per buffer (pop, push,
+/// publish), never per descriptor: the descriptor loop lives inside each format's own non-virtual code. The
+/// branch is perfectly predicted, both paths inline, there is no interface or virtual dispatch, no boxing and no
+/// generic instantiation over reference types (which .NET would share and dispatch through a dictionary).
+/// A model that wants even that branch gone can use <see cref="SplitQueueDevice"/> or
+/// <see cref="PackedQueueDevice"/> directly: their members have the same names and meaning.
+/// </para>
+/// </summary>
+public sealed class VirtqueueDevice : IDisposable
+{
+    private readonly SplitQueueDevice? _split;
+    private readonly PackedQueueDevice? _packed;
+
+    private VirtqueueDevice(SplitQueueDevice? split, PackedQueueDevice? packed)
+    {
+        _split = split;
+        _packed = packed;
+    }
+
+    /// <summary>The ring format.</summary>
+    public VirtqueueFormat Format => _packed is null ? VirtqueueFormat.Split : VirtqueueFormat.Packed;
+
+    /// <summary>Queue size.</summary>
+    public int QueueSize => _packed?.QueueSize ?? _split!.QueueSize;
+
+    /// <summary>Why the queue is broken, or <see cref="QueueError.None"/>.</summary>
+    public QueueError Error => _packed?.Error ?? _split!.Error;
+
+    /// <summary>The offending value of <see cref="Error"/>.</summary>
+    public ulong ErrorDetail => _packed?.ErrorDetail ?? _split!.ErrorDetail;
+
+    /// <summary>True once the guest broke a rule (map to DEVICE_NEEDS_RESET).</summary>
+    public bool IsBroken => Error != QueueError.None;
+
+    /// <summary>Buffers popped and not yet pushed back.</summary>
+    public int InFlight => _packed?.InFlight ?? _split!.InFlight;
+
+    /// <summary>The split queue underneath, or null.</summary>
+    public SplitQueueDevice? Split => _split;
+
+    /// <summary>The packed queue underneath, or null.</summary>
+    public PackedQueueDevice? Packed => _packed;
+
+    /// <summary>
+    /// Attaches to the queue at <paramref name="addresses"/> in the format the negotiated features select
+    /// (<c>VIRTIO_F_RING_PACKED</c>, bit 34). Fails with a typed error when the guest's addresses or size are bad.
+    /// </summary>
+    public static bool TryAttach(
+        GuestMemory memory,
+        in VirtqueueAddresses addresses,
+        ulong negotiatedFeatures,
+        [NotNullWhen(true)] out VirtqueueDevice? queue,
+        out QueueError error)
+    {
+        VirtqueueFeatures features = VirtqueueFeaturesExtensions.FromFeatureBits(negotiatedFeatures);
+        queue = null;
+        if ((negotiatedFeatures & (1UL << VirtioFeatureBits.RingPacked)) != 0)
+        {
+            if (!PackedQueueDevice.TryAttach(memory, addresses.AsPacked(), features, out PackedQueueDevice? packed, out error))
+            {
+                return false;
+            }
+
+            queue = new VirtqueueDevice(null, packed);
+            return true;
+        }
+
+        if (!SplitQueueDevice.TryAttach(memory, addresses.AsSplit(), features, out SplitQueueDevice? split, out error))
+        {
+            return false;
+        }
+
+        queue = new VirtqueueDevice(split, null);
+        return true;
+    }
+
+    /// <summary>Pops the next available chain; see <see cref="SplitQueueDevice.TryPop"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryPop(out DescriptorChain chain) =>
+        _packed is null ? _split!.TryPop(out chain) : _packed.TryPop(out chain);
+
+    /// <summary>Returns chain <paramref name="id"/> as used with <paramref name="writtenLength"/> bytes written.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void PushUsed(ushort id, uint writtenLength)
+    {
+        if (_packed is null)
+        {
+            _split!.PushUsed(id, writtenLength);
+        }
+        else
+        {
+            _packed.PushUsed(id, writtenLength);
+        }
+    }
+
+    /// <summary>Publishes pushed used buffers; true when the driver must be sent a used-buffer notification.</summary>
+    public bool PublishUsed() => _packed is null ? _split!.PublishUsed() : _packed.PublishUsed();
+
+    /// <summary>Asks the driver not to send available-buffer notifications.</summary>
+    public void DisableNotifications()
+    {
+        if (_packed is null)
+        {
+            _split!.DisableNotifications();
+        }
+        else
+        {
+            _packed.DisableNotifications();
+        }
+    }
+
+    /// <summary>Asks for available-buffer notifications again; true when buffers are already available.</summary>
+    public bool EnableNotifications() => _packed is null ? _split!.EnableNotifications() : _packed.EnableNotifications();
+
+    /// <summary>Releases the ring.</summary>
+    public void Dispose()
+    {
+        _split?.Dispose();
+        _packed?.Dispose();
+    }
+}
