@@ -1,24 +1,28 @@
 using System;
-using Virtio.Ring.Split;
 
-namespace Virtio.Ring.Tests.Split;
+namespace Virtio.Ring.Tests.BothFormats;
 
 /// <summary>
 /// The steady-state hot paths allocate nothing: add, publish (kick decision), pop, iterate, push, publish used
 /// (interrupt decision), get used, and the notification toggles. Measured on this thread with
 /// <see cref="GC.GetAllocatedBytesForCurrentThread"/> after a warm-up that lets tiered JIT settle.
 /// </summary>
-public class SplitAllocationTests
+public class AllocationTests
 {
     [Theory]
-    [InlineData(VirtqueueFeatures.None, 1)]
-    [InlineData(VirtqueueFeatures.None, 4)]
-    [InlineData(VirtqueueFeatures.EventIndex, 4)]
-    [InlineData(VirtqueueFeatures.IndirectDescriptors | VirtqueueFeatures.EventIndex, 4)]
-    [InlineData(VirtqueueFeatures.IndirectDescriptors, 16)]
-    public void Steady_state_allocates_zero_bytes(VirtqueueFeatures features, int segments)
+    [InlineData(VirtqueueFormat.Split, VirtqueueFeatures.None, 1)]
+    [InlineData(VirtqueueFormat.Split, VirtqueueFeatures.None, 4)]
+    [InlineData(VirtqueueFormat.Split, VirtqueueFeatures.EventIndex, 4)]
+    [InlineData(VirtqueueFormat.Split, VirtqueueFeatures.IndirectDescriptors | VirtqueueFeatures.EventIndex, 4)]
+    [InlineData(VirtqueueFormat.Split, VirtqueueFeatures.IndirectDescriptors, 16)]
+    [InlineData(VirtqueueFormat.Packed, VirtqueueFeatures.None, 1)]
+    [InlineData(VirtqueueFormat.Packed, VirtqueueFeatures.None, 4)]
+    [InlineData(VirtqueueFormat.Packed, VirtqueueFeatures.EventIndex, 4)]
+    [InlineData(VirtqueueFormat.Packed, VirtqueueFeatures.IndirectDescriptors | VirtqueueFeatures.EventIndex, 4)]
+    [InlineData(VirtqueueFormat.Packed, VirtqueueFeatures.IndirectDescriptors, 16)]
+    public void Steady_state_allocates_zero_bytes(VirtqueueFormat format, VirtqueueFeatures features, int segments)
     {
-        using var pair = new SplitPair(256, features, indirectTables: 256, indirectEntries: 16);
+        using var pair = new QueuePair(format, 256, features, indirectTables: 256, indirectEntries: 16);
         var readable = new GuestRange[segments - 1];
         for (int i = 0; i < readable.Length; i++)
         {
@@ -38,11 +42,11 @@ public class SplitAllocationTests
         Assert.False(pair.Device.IsBroken);
     }
 
-    private static long Run(SplitPair pair, GuestRange[] readable, GuestRange[] writable, int rounds)
+    private static long Run(QueuePair pair, GuestRange[] readable, GuestRange[] writable, int rounds)
     {
         long sum = 0;
-        SplitQueueDriver<int> driver = pair.Driver;
-        SplitQueueDevice device = pair.Device;
+        VirtqueueDriver<int> driver = pair.Driver;
+        VirtqueueDevice device = pair.Device;
         for (int round = 0; round < rounds; round++)
         {
             for (int i = 0; i < 8; i++)

@@ -1,0 +1,154 @@
+using System;
+using System.Buffers.Binary;
+using Virtio.Ring.Packed;
+using static Virtio.Ring.Tests.Packed.PackedForge;
+
+namespace Virtio.Ring.Tests.Packed;
+
+/// <summary>Packed event suppression (2.8.10), driver-side defences, and device state save/restore.</summary>
+public class PackedNotificationAndStateTests
+{
+    [Theory]
+    // event slot, event wrap, position after, wrap after, advanced, queue size, expected
+    [InlineData(0, true, 1, true, 1, 8, true)]
+    [InlineData(1, true, 1, true, 1, 8, false)]
+    [InlineData(7, true, 1, false, 3, 8, true)]    // slot 7 of lap 1 passed while wrapping 6 -> 1
+    [InlineData(1, false, 1, false, 3, 8, false)]  // slot 1 of lap 2 not reached yet
+    [InlineData(0, false, 1, false, 3, 8, true)]   // slot 0 of lap 2 passed
+    [InlineData(5, true, 1, false, 3, 8, false)]   // slot 5 of lap 1 passed in an earlier batch
+    [InlineData(2, false, 1, true, 2, 3, true)]    // odd queue size: lap 2 slot 2 passed going to lap 3 slot 1
+    [InlineData(2, false, 2, true, 2, 3, false)]   // lap 3 slots 0-1 do not include lap 2 slot 2
+    public void Packed_need_event_works_across_the_wrap(int slot, bool wrap, int position, bool wrapAfter, int advanced, int q, bool expected) =>
+        Assert.Equal(expected, EventSuppression.NeedsNotification(EventSuppression.Encode((ushort)slot, wrap), (ushort)position, wrapAfter, advanced, q));
+
+    [Fact]
+    public void With_EVENT_IDX_the_device_event_names_the_next_slot_and_wrap()
+    {
+        using var forge = new PackedForge(3, VirtqueueFeatures.EventIndex);
+        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, forge.Features);
+        using PackedQueueDevice device = forge.AttachDevice();
+        for (int round = 0; round < 5; round++)
+        {
+            Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [new GuestRange(Buf, 8)], round));
+            Assert.True(driver.Publish(), $"round {round}: the device re-armed at this slot when it found the ring empty");
+            Assert.True(device.TryPop(out DescriptorChain c));
+            Assert.False(device.TryPop(out _)); // empty: re-arms
+            (ushort desc, ushort flags) = forge.ReadDeviceEvent();
+            Assert.Equal(EventSuppression.FlagsDesc, flags);
+            Assert.Equal(EventSuppression.Encode(device.NextAvail, ((round + 1) * 2 / 3 % 2) == 0), desc);
+            device.PushUsed(c.Id, 0);
+            device.PublishUsed();
+            Assert.True(driver.TryGetUsed(out _, out _));
+        }
+    }
+
+    [Fact]
+    public void Driver_DISABLE_and_DESC_control_device_interrupts()
+    {
+        using var forge = new PackedForge(8, VirtqueueFeatures.EventIndex);
+        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, forge.Features);
+        using PackedQueueDevice device = forge.AttachDevice();
+
+        driver.DisableUsedNotifications();
+        Use(driver, device, 1);
+        Assert.False(device.PublishUsed());
+        Assert.True(driver.TryGetUsed(out _, out _));
+
+        // DESC three slots ahead: one used slot does not reach it, three do.
+        forge.WriteDriverEvent(EventSuppression.Encode(3, true), EventSuppression.FlagsDesc);
+        Use(driver, device, 1);
+        Assert.False(device.PublishUsed());
+        Use(driver, device, 2);
+        Assert.True(device.PublishUsed());
+    }
+
+    [Fact]
+    public void Delayed_enable_points_three_quarters_into_the_slots_in_flight()
+    {
+        using var forge = new PackedForge(16, VirtqueueFeatures.EventIndex);
+        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, forge.Features);
+        for (int i = 0; i < 8; i++)
+        {
+            Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], i));
+        }
+
+        Assert.False(driver.EnableUsedNotificationsDelayed());
+        Span<byte> e = forge.Span(forge.Layout.DriverAreaAddress, 4);
+        Assert.Equal(EventSuppression.Encode(6, true), BinaryPrimitives.ReadUInt16LittleEndian(e));
+        Assert.Equal(EventSuppression.FlagsDesc, BinaryPrimitives.ReadUInt16LittleEndian(e[2..]));
+    }
+
+    [Fact]
+    public void A_used_id_the_driver_never_gave_out_breaks_the_driver_queue()
+    {
+        using var forge = new PackedForge(4);
+        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], 1)); // buffer ID 0
+        forge.WriteSlot(0, 0, 0, 3, PackedDescriptor.FlagAvail | PackedDescriptor.FlagUsed);
+        Assert.False(driver.TryGetUsed(out _, out _));
+        Assert.Equal(QueueError.UsedIdInvalid, driver.Error);
+        Assert.False(driver.TryAdd([new GuestRange(Buf, 8)], [], 2));
+    }
+
+    [Fact]
+    public void Saved_state_restores_and_continues()
+    {
+        using var forge = new PackedForge(5);
+        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        PackedQueueState state;
+        using (PackedQueueDevice device = forge.AttachDevice())
+        {
+            for (int i = 0; i < 7; i++)
+            {
+                Use(driver, device, 1);
+                device.PublishUsed();
+                Assert.True(driver.TryGetUsed(out _, out _));
+            }
+
+            Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], 99));
+            Assert.True(device.TryPop(out DescriptorChain held));
+            Assert.Throws<InvalidOperationException>(() => device.SaveState()); // a buffer is in flight
+            device.PushUsed(held.Id, 0);
+            device.PublishUsed();
+            state = device.SaveState();
+        }
+
+        Assert.Equal((ushort)3, state.NextAvail); // 8 slots used in a ring of 5
+        Assert.False(state.AvailWrapCounter);
+        Assert.True(PackedQueueDevice.TryRestore(forge.Memory, state, out PackedQueueDevice? restored, out QueueError error), error.ToString());
+        using (restored)
+        {
+            Assert.True(driver.TryGetUsed(out int token, out _));
+            Assert.Equal(99, token);
+            Use(driver, restored, 3);
+            restored.PublishUsed();
+            int back = 0;
+            while (driver.TryGetUsed(out _, out _))
+            {
+                back++;
+            }
+
+            Assert.Equal(3, back);
+        }
+
+        var bad = state with { NextAvail = 5, NextUsed = 5 };
+        Assert.False(PackedQueueDevice.TryRestore(forge.Memory, bad, out _, out QueueError e2));
+        Assert.Equal(QueueError.InvalidSavedState, e2);
+        var mismatched = state with { NextUsed = 1 };
+        Assert.False(PackedQueueDevice.TryRestore(forge.Memory, mismatched, out _, out QueueError e3));
+        Assert.Equal(QueueError.InvalidSavedState, e3);
+    }
+
+    private static void Use(PackedQueueDriver<int> driver, PackedQueueDevice device, int count)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], i));
+            driver.Publish();
+            Assert.True(device.TryPop(out DescriptorChain c));
+            device.PushUsed(c.Id, 0);
+        }
+    }
+
+    private const ulong Buf = BufferBase;
+}
