@@ -106,6 +106,22 @@ public sealed class VirtqueueDevice : IDisposable
         }
     }
 
+    /// <summary>
+    /// With <c>VIRTIO_F_IN_ORDER</c>: returns every buffer in flight up to and including <paramref name="lastId"/>
+    /// with one used element/descriptor (split 2.7.9, packed 2.8.8).
+    /// </summary>
+    public void PushUsedBatch(ushort lastId, uint writtenLength)
+    {
+        if (_packed is null)
+        {
+            _split!.PushUsedBatch(lastId, writtenLength);
+        }
+        else
+        {
+            _packed.PushUsedBatch(lastId, writtenLength);
+        }
+    }
+
     /// <summary>Publishes pushed used buffers; true when the driver must be sent a used-buffer notification.</summary>
     public bool PublishUsed() => _packed is null ? _split!.PublishUsed() : _packed.PublishUsed();
 

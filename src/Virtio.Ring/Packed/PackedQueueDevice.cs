@@ -46,6 +46,8 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     private readonly byte* _driverEvent;
     private readonly byte* _deviceEvent;
     private readonly ushort[] _slotsOfId;   // descriptors each buffer ID in flight occupies; 0 = not in flight
+    private readonly ushort[]? _popOrder;   // IN_ORDER: buffer IDs in flight, oldest first (a ring of Q entries)
+    private int _popOrderFirst;
 
     // Device-private state.
     private ushort _nextAvail;
@@ -80,6 +82,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         _driverEvent = driverEvent;
         _deviceEvent = deviceEvent;
         _slotsOfId = new ushort[_size];
+        _popOrder = (features & VirtqueueFeatures.InOrder) != 0 ? new ushort[_size] : null;
         _segments = new ChainSegmentRecord[Math.Min(_size, InitialSegmentCapacity)];
         _availWrap = true;
         _usedWrap = true;
@@ -233,15 +236,65 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             return;
         }
 
-        if (id >= _size || _slotsOfId[id] == 0)
+        if (id >= _size || _slotsOfId[id] == 0 || (_popOrder != null && _popOrder[_popOrderFirst] != id))
         {
             ThrowBadPush(id);
+        }
+
+        if (_popOrder != null)
+        {
+            _popOrderFirst = (_popOrderFirst + 1) % _size;
         }
 
         int slots = _slotsOfId[id];
         _slotsOfId[id] = 0;
         WriteUsed(id, writtenLength, slots);
         _inFlightBuffers--;
+    }
+
+    /// <summary>
+    /// With <c>VIRTIO_F_IN_ORDER</c>: returns every buffer in flight up to and including <paramref name="lastId"/>
+    /// (in the order they were popped) with one used descriptor carrying <paramref name="lastId"/> and its
+    /// written length, then skips all of the batch's slots (2.8.8 "In-order use of descriptors"). The driver
+    /// treats the earlier buffers of the batch as fully written.
+    /// </summary>
+    public void PushUsedBatch(ushort lastId, uint writtenLength)
+    {
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            return;
+        }
+
+        if (_popOrder == null)
+        {
+            ThrowHelper.ThrowInvalidOperation("Batched used descriptors need VIRTIO_F_IN_ORDER.");
+        }
+
+        // Find the batch first, so that a caller bug (an ID not in flight) changes nothing.
+        int count = 0;
+        while (count < _inFlightBuffers && _popOrder[(_popOrderFirst + count) % _size] != lastId)
+        {
+            count++;
+        }
+
+        if (count == _inFlightBuffers)
+        {
+            ThrowBadPush(lastId);
+        }
+
+        count++;
+        int slots = 0;
+        for (int i = 0; i < count; i++)
+        {
+            ushort id = _popOrder[(_popOrderFirst + i) % _size];
+            slots += _slotsOfId[id];
+            _slotsOfId[id] = 0;
+        }
+
+        _popOrderFirst = (_popOrderFirst + count) % _size;
+        _inFlightBuffers -= count;
+        WriteUsed(lastId, writtenLength, slots);
     }
 
     /// <summary>
@@ -520,6 +573,10 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         _slotsOfId[id] = (ushort)slots;
         _inFlightSlots += slots;
         _inFlightBuffers++;
+        if (_popOrder != null)
+        {
+            _popOrder[(_popOrderFirst + _inFlightBuffers - 1) % _size] = id;
+        }
         _nextAvail = (ushort)slot;
         _availWrap = wrap;
         chain = new DescriptorChain(id, segments.AsSpan(0, count), readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
@@ -692,7 +749,14 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     private void ThrowBadPush(ushort id)
     {
         ThrowIfDisposed();
-        ThrowHelper.ThrowArgumentOutOfRange(nameof(id), $"Buffer id {id} is not a buffer the device popped and still holds.");
+        if (id >= _size)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(id), $"Buffer id {id} is not below the queue size {_size}.");
+        }
+
+        ThrowHelper.ThrowInvalidOperation(_popOrder != null && _slotsOfId[id] != 0
+            ? $"With VIRTIO_F_IN_ORDER buffers are used in the order they were popped; {id} is not next."
+            : $"Buffer id {id} is not a buffer the device popped and still holds.");
     }
 
     private void ThrowIfDisposed()

@@ -36,6 +36,10 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     private readonly byte* _deviceEvent;
     private readonly ushort[] _freeIds;
     private readonly BufferState[] _buffers;
+    private readonly ushort[]? _addOrder;     // IN_ORDER: buffer IDs in flight, oldest first (a ring of Q entries)
+    private int _addOrderFirst;
+    private int _batchRemaining;              // IN_ORDER: buffers left in the batch the last used descriptor named
+    private uint _batchLastLength;
 
     // Driver-private state.
     private int _freeIdCount;
@@ -88,6 +92,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         _eventIdx = (features & VirtqueueFeatures.EventIndex) != 0;
         _freeIds = new ushort[_size];
         _buffers = new BufferState[_size];
+        _addOrder = (features & VirtqueueFeatures.InOrder) != 0 ? new ushort[_size] : null;
         InitializeRing();
     }
 
@@ -167,6 +172,18 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         state.Slots = (ushort)slots;
         state.IndirectTable = table;
         _freeSlots -= slots;
+        if (_addOrder != null)
+        {
+            uint writableBytes = 0;
+            foreach (GuestRange r in writable)
+            {
+                writableBytes += r.Length;
+            }
+
+            state.WritableBytes = writableBytes;
+            _addOrder[(_addOrderFirst + _inFlight) % _size] = id;
+        }
+
         _inFlight++;
         _addedSinceKick += slots;
 
@@ -221,6 +238,11 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGetUsed([MaybeNullWhen(false)] out TToken token, out uint writtenLength)
     {
+        if (_addOrder != null)
+        {
+            return TryGetUsedInOrder(out token, out writtenLength);
+        }
+
         byte* desc = _ring + ((nuint)_nextUsed * PackedDescriptor.Size);
 
         // Acquire: the id and length are read after the flags that published them.
@@ -245,6 +267,51 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         Advance(ref _nextUsed, ref _usedWrap, _buffers[id].Slots);
         token = FreeBuffer(id);
         writtenLength = length; // 2.8.4: only meaningful with WRITE; a device that wrote nothing reports 0 anyway
+        return true;
+    }
+
+    /// <summary>
+    /// IN_ORDER (2.8.8): the used descriptor at the next used slot names the last buffer of a batch; every buffer
+    /// in flight up to it, oldest first, is used (the earlier ones fully written), and the batch's slots are
+    /// skipped one buffer at a time.
+    /// </summary>
+    private bool TryGetUsedInOrder([MaybeNullWhen(false)] out TToken token, out uint writtenLength)
+    {
+        Debug.Assert(_addOrder != null, "in-order bookkeeping exists");
+        token = default;
+        writtenLength = 0;
+        if (_batchRemaining == 0)
+        {
+            byte* desc = _ring + ((nuint)_nextUsed * PackedDescriptor.Size);
+            ushort flags = _halted ? (ushort)0 : LittleEndian.VolatileRead16(desc + PackedDescriptor.FlagsOffset);
+            if (!PackedDescriptor.IsUsed(flags, _usedWrap) && !RecheckUsed(out flags))
+            {
+                return false;
+            }
+
+            ushort id = LittleEndian.Read16(desc + PackedDescriptor.IdOffset);
+            uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
+            int count = 0;
+            while (count < _inFlight && _addOrder[(_addOrderFirst + count) % _size] != id)
+            {
+                count++;
+            }
+
+            if (count == _inFlight)
+            {
+                Fail(QueueError.UsedIdInvalid, id);
+                return false;
+            }
+
+            _batchRemaining = count + 1;
+            _batchLastLength = length;
+        }
+
+        ushort next = _addOrder[_addOrderFirst];
+        _addOrderFirst = (_addOrderFirst + 1) % _size;
+        writtenLength = --_batchRemaining == 0 ? _batchLastLength : _buffers[next].WritableBytes;
+        Advance(ref _nextUsed, ref _usedWrap, _buffers[next].Slots);
+        token = FreeBuffer(next);
         return true;
     }
 
@@ -329,6 +396,8 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
 
         _freeIdCount = _size;
         _freeSlots = _size;
+        _addOrderFirst = 0;
+        _batchRemaining = 0;
         _inFlight = 0;
         _nextAvail = 0;
         _availWrap = true;
@@ -554,5 +623,6 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         public TToken Token;
         public int IndirectTable;
         public ushort Slots;
+        public uint WritableBytes; // IN_ORDER: reported for buffers a batch covers without naming them
     }
 }

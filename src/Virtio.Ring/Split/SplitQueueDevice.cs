@@ -62,6 +62,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     private QueueError _error;
     private ulong _errorDetail;
     private bool _halted;                // broken or disposed: the hot paths test this one flag
+    private readonly bool _inOrder;
+    private readonly ushort[]? _popOrder;  // IN_ORDER: heads in flight, oldest first (a ring of Q entries)
+    private int _popOrderFirst;
     private ChainSegmentRecord[] _segments;
     private bool _disposed;
 
@@ -80,6 +83,8 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         _mask = (ushort)(layout.QueueSize - 1);
         _eventIdx = (features & VirtqueueFeatures.EventIndex) != 0;
         _indirect = (features & VirtqueueFeatures.IndirectDescriptors) != 0;
+        _inOrder = (features & VirtqueueFeatures.InOrder) != 0;
+        _popOrder = _inOrder ? new ushort[layout.QueueSize] : null;
         _descTable = desc;
         _avail = avail;
         _used = used;
@@ -167,6 +172,25 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         queue._usedFlagsShadow = LittleEndian.Read16(queue._used + SplitQueueLayout.RingFlagsOffset);
         queue._inFlight = inFlight;
         queue._notificationsEnabled = state.NotificationsEnabled;
+        if (queue._popOrder != null)
+        {
+            // In order, the chains in flight are the avail entries NextUsed .. NextAvail - 1. They are guest
+            // memory, so each is checked like any head.
+            for (int i = 0; i < inFlight; i++)
+            {
+                ushort head = LittleEndian.Read16(queue._avail + SplitQueueLayout.RingEntriesOffset + (2 * ((state.NextUsed + i) & queue._mask)));
+                if (head >= queue._size)
+                {
+                    queue.Dispose();
+                    queue = null;
+                    error = QueueError.InvalidSavedState;
+                    return false;
+                }
+
+                queue._popOrder[i] = head;
+            }
+        }
+
         return true;
     }
 
@@ -211,7 +235,17 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         ushort head = LittleEndian.Read16(_avail + SplitQueueLayout.RingEntriesOffset + (2 * (next & _mask)));
         _nextAvail = (ushort)(next + 1);
         _inFlight++;
-        return WalkChain(head, out chain);
+        if (!WalkChain(head, out chain))
+        {
+            return false;
+        }
+
+        if (_popOrder != null)
+        {
+            _popOrder[(_popOrderFirst + _inFlight - 1) % _size] = head;
+        }
+
+        return true;
     }
 
     /// <summary>
@@ -228,9 +262,14 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             return;
         }
 
-        if (id >= _size || _inFlight == 0)
+        if (id >= _size || _inFlight == 0 || (_popOrder != null && _popOrder[_popOrderFirst] != id))
         {
             ThrowBadPush(id);
+        }
+
+        if (_popOrder != null)
+        {
+            _popOrderFirst = (_popOrderFirst + 1) % _size;
         }
 
         byte* element = _used + SplitQueueLayout.RingEntriesOffset + (UsedElement.Size * (_nextUsed & _mask));
@@ -238,6 +277,45 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         LittleEndian.Write32(element + 4, writtenLength);
         _nextUsed++;
         _inFlight--;
+    }
+
+    /// <summary>
+    /// With <c>VIRTIO_F_IN_ORDER</c>: returns every chain in flight up to and including <paramref name="lastId"/>
+    /// (in the order they were popped) with a single used element, as 2.7.9 allows: the element names the batch's
+    /// last chain and carries its written length; the used index moves by the batch size. The driver treats the
+    /// earlier chains of the batch as fully written.
+    /// </summary>
+    public void PushUsedBatch(ushort lastId, uint writtenLength)
+    {
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            return;
+        }
+
+        if (_popOrder == null)
+        {
+            ThrowHelper.ThrowInvalidOperation("Batched used elements need VIRTIO_F_IN_ORDER.");
+        }
+
+        int count = 0;
+        while (count < _inFlight && _popOrder[(_popOrderFirst + count) % _size] != lastId)
+        {
+            count++;
+        }
+
+        if (count == _inFlight)
+        {
+            ThrowBadPush(lastId);
+        }
+
+        count++;
+        byte* element = _used + SplitQueueLayout.RingEntriesOffset + (UsedElement.Size * (_nextUsed & _mask));
+        LittleEndian.Write32(element, lastId);
+        LittleEndian.Write32(element + 4, writtenLength);
+        _nextUsed = (ushort)(_nextUsed + count);
+        _inFlight -= count;
+        _popOrderFirst = (_popOrderFirst + count) % _size;
     }
 
     /// <summary>
@@ -678,6 +756,11 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         if (id >= _size)
         {
             ThrowHelper.ThrowArgumentOutOfRange(nameof(id), $"Chain id {id} is not below the queue size {_size}.");
+        }
+
+        if (_popOrder != null && _inFlight != 0)
+        {
+            ThrowHelper.ThrowInvalidOperation($"With VIRTIO_F_IN_ORDER chains are used in the order they were popped; {id} is not next (or not in flight).");
         }
 
         ThrowHelper.ThrowInvalidOperation("PushUsed without a popped chain in flight.");

@@ -46,7 +46,13 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     private readonly ushort[] _next;          // free list and chain links (never the shared table's next fields)
     private readonly HeadState[] _heads;      // per head descriptor: chain length, tail, indirect table, token
     private ushort _freeHead;
+    private ushort _freeTail;
     private int _numFree;
+    private readonly bool _inOrder;
+    private readonly ushort[]? _addOrder;     // IN_ORDER: heads in flight, oldest first (a ring of Q entries)
+    private int _addOrderFirst;
+    private int _batchRemaining;              // IN_ORDER: buffers left in the batch the last used element named
+    private uint _batchLastLength;
     private int _inFlight;                    // chains added and not yet returned used
     private ushort _availShadow;              // avail idx including added but unpublished chains
     private ushort _availPublished;           // avail idx last written to ring memory
@@ -102,6 +108,8 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         _availEvent = _used + SplitQueueLayout.AvailEventOffset(q);
         _next = new ushort[q];
         _heads = new HeadState[q];
+        _inOrder = (features & VirtqueueFeatures.InOrder) != 0;
+        _addOrder = _inOrder ? new ushort[q] : null;
         InitializeRing();
     }
 
@@ -175,6 +183,12 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         state.DescriptorCount = (ushort)descriptors;
         state.Token = token;
         _numFree -= descriptors;
+        if (_addOrder != null)
+        {
+            state.WritableBytes = SumLengths(writable);
+            _addOrder[(_addOrderFirst + _inFlight) % _size] = head;
+        }
+
         _inFlight++;
 
         // The slot is free: at most Q chains are in flight, so the device consumed the entry Q adds ago.
@@ -223,6 +237,11 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGetUsed([MaybeNullWhen(false)] out TToken token, out uint writtenLength)
     {
+        if (_addOrder != null)
+        {
+            return TryGetUsedInOrder(out token, out writtenLength);
+        }
+
         ushort last = _lastUsed;
         if (last == _usedIdxShadow && !RefreshUsedIndex())
         {
@@ -247,6 +266,63 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         token = FreeChain((ushort)id);
         writtenLength = length;
         return true;
+    }
+
+    /// <summary>
+    /// IN_ORDER (2.7.9): the used element at the next used slot names the last chain of a batch; every chain in
+    /// flight up to it, oldest first, is used, the earlier ones fully written. The batch may not be longer than
+    /// what the used index published.
+    /// </summary>
+    private bool TryGetUsedInOrder([MaybeNullWhen(false)] out TToken token, out uint writtenLength)
+    {
+        Debug.Assert(_addOrder != null, "in-order bookkeeping exists");
+        token = default;
+        writtenLength = 0;
+        if (_batchRemaining == 0)
+        {
+            ushort last = _lastUsed;
+            if (last == _usedIdxShadow && !RefreshUsedIndex())
+            {
+                return false;
+            }
+
+            byte* element = _used + SplitQueueLayout.RingEntriesOffset + (UsedElement.Size * (last & _mask));
+            uint id = LittleEndian.Read32(element);
+            uint length = LittleEndian.Read32(element + 4);
+            int published = (ushort)(_usedIdxShadow - last);
+            int count = 0;
+            while (count < _inFlight && count < published && _addOrder[(_addOrderFirst + count) % _size] != id)
+            {
+                count++;
+            }
+
+            if (count == _inFlight || count == published)
+            {
+                Fail(QueueError.UsedIdInvalid, id);
+                return false;
+            }
+
+            _batchRemaining = count + 1;
+            _batchLastLength = length;
+        }
+
+        ushort head = _addOrder[_addOrderFirst];
+        _addOrderFirst = (_addOrderFirst + 1) % _size;
+        writtenLength = --_batchRemaining == 0 ? _batchLastLength : _heads[head].WritableBytes;
+        _lastUsed++;
+        token = FreeChain(head);
+        return true;
+    }
+
+    private static uint SumLengths(ReadOnlySpan<GuestRange> ranges)
+    {
+        uint sum = 0;
+        foreach (GuestRange r in ranges)
+        {
+            sum += r.Length;
+        }
+
+        return sum;
     }
 
     /// <summary>
@@ -347,7 +423,10 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         }
 
         _freeHead = 0;
+        _freeTail = (ushort)(_size - 1);
         _numFree = _size;
+        _addOrderFirst = 0;
+        _batchRemaining = 0;
         _inFlight = 0;
         _availShadow = 0;
         _availPublished = 0;
@@ -414,8 +493,27 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     {
         ref HeadState state = ref _heads[head];
         Debug.Assert(state.DescriptorCount != 0, "only chains in flight are freed");
-        _next[state.Tail] = _freeHead;
-        _freeHead = head;
+        if (_inOrder)
+        {
+            // 2.7.9: with IN_ORDER the driver uses descriptors in ring order, so a chain freed (oldest first)
+            // goes to the end of the free list, not its front.
+            if (_numFree == 0)
+            {
+                _freeHead = head;
+            }
+            else
+            {
+                _next[_freeTail] = head;
+            }
+
+            _freeTail = state.Tail;
+        }
+        else
+        {
+            _next[state.Tail] = _freeHead;
+            _freeHead = head;
+        }
+
         _numFree += state.DescriptorCount;
         if (state.IndirectTable >= 0)
         {
@@ -558,5 +656,6 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         public int IndirectTable;
         public ushort DescriptorCount;
         public ushort Tail;
+        public uint WritableBytes; // IN_ORDER: reported for chains a batch covers without naming them
     }
 }

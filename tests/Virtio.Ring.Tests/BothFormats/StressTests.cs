@@ -25,6 +25,8 @@ public class StressTests
             data.Add(format, "polling, event idx, indirect", VirtqueueFeatures.EventIndex | VirtqueueFeatures.IndirectDescriptors, false, 1_000_000);
             data.Add(format, "notifications, event idx", VirtqueueFeatures.EventIndex, true, 1_000_000);
             data.Add(format, "notifications, flags, indirect", VirtqueueFeatures.IndirectDescriptors, true, 1_000_000);
+            data.Add(format, "in order, batched used, polling", VirtqueueFeatures.InOrder | VirtqueueFeatures.IndirectDescriptors, false, 1_000_000);
+            data.Add(format, "in order, batched used, notifications", VirtqueueFeatures.InOrder | VirtqueueFeatures.EventIndex, true, 1_000_000);
         }
 
         return data;
@@ -51,7 +53,8 @@ public class StressTests
         string? deviceFailure = null;
         string? driverFailure = null;
 
-        var deviceThread = new Thread(() => deviceFailure = RunDevice(pair, buffers, notify, kick, interrupt, start, stopwatch)) { Name = "device" };
+        bool batched = (features & VirtqueueFeatures.InOrder) != 0;
+        var deviceThread = new Thread(() => deviceFailure = RunDevice(pair, buffers, notify, batched, kick, interrupt, start, stopwatch)) { Name = "device" };
         var driverThread = new Thread(() => driverFailure = RunDriver(pair, buffers, slots, notify, kick, interrupt, start, stopwatch)) { Name = "driver" };
         deviceThread.Start();
         driverThread.Start();
@@ -64,7 +67,7 @@ public class StressTests
         Assert.Equal(Q, pair.Driver.FreeDescriptors);
     }
 
-    private static string? RunDevice(QueuePair pair, int buffers, bool notify, SemaphoreSlim kick, SemaphoreSlim interrupt, Barrier start, Stopwatch clock)
+    private static string? RunDevice(QueuePair pair, int buffers, bool notify, bool batched, SemaphoreSlim kick, SemaphoreSlim interrupt, Barrier start, Stopwatch clock)
     {
         VirtqueueDevice q = pair.Device;
         Span<byte> response = stackalloc byte[8];
@@ -83,6 +86,7 @@ public class StressTests
             }
 
             bool any = false;
+            int lastId = -1;
             while (q.TryPop(out DescriptorChain chain))
             {
                 any = true;
@@ -98,8 +102,21 @@ public class StressTests
                 BinaryPrimitives.WriteInt32LittleEndian(response, seq);
                 BinaryPrimitives.WriteUInt32LittleEndian(response[4..], checksum);
                 int written = chain.CopyToWritable(response);
-                q.PushUsed(chain.Id, (uint)written);
+                if (batched)
+                {
+                    lastId = chain.Id; // one used element for the whole drain (IN_ORDER)
+                }
+                else
+                {
+                    q.PushUsed(chain.Id, (uint)written);
+                }
+
                 done++;
+            }
+
+            if (lastId >= 0)
+            {
+                q.PushUsedBatch((ushort)lastId, 8);
             }
 
             if (q.IsBroken)

@@ -265,7 +265,7 @@ public class PackedDeviceValidationTests
     {
         using var forge = new PackedForge(4);
         using PackedQueueDevice device = forge.AttachDevice();
-        Assert.Throws<ArgumentOutOfRangeException>(() => device.PushUsed(0, 0));
+        Assert.Throws<InvalidOperationException>(() => device.PushUsed(0, 0));
         Assert.Throws<ArgumentOutOfRangeException>(() => device.PushUsed(4, 0));
     }
 
