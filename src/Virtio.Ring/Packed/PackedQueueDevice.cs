@@ -66,6 +66,11 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     private bool _halted;
     private bool _disposed;
     private ChainSegmentRecord[] _segments;
+
+    // A run of descriptors from _nextAvail known to be available: their flags, read once by one scan of the
+    // cache line (PackedFlagScanner), 16 bits each with the first in the low bits. Never crosses the ring's end.
+    private ulong _runFlags;
+    private int _runCount;
     private ulong _regionGpa;
     private ulong _regionLength;
     private byte* _regionHost;
@@ -210,16 +215,13 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryPop(out DescriptorChain chain)
     {
-        // Acquire (2.8.21, "Updating flags" pairs with this): the descriptor's other fields, the rest of its list
-        // and the buffers are read after the flags that made them available.
-        ushort flags = _halted ? (ushort)0 : LittleEndian.VolatileRead16(_ring + ((nuint)_nextAvail * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
-        if (!PackedDescriptor.IsAvailable(flags, _availWrap) && !RecheckAvailable(out flags))
+        if (_runCount == 0 && !ScanRun())
         {
             chain = default;
             return false;
         }
 
-        return WalkList(flags, out chain);
+        return WalkList(out chain);
     }
 
     /// <summary>
@@ -383,10 +385,42 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         _disposed = true;
         _halted = true;
+        _runCount = 0; // TryPop must reach the halted check, not a cached run
         _memory.ReleaseReference();
     }
 
-    /// <summary>Slow path of <see cref="TryPop"/>: nothing available at the slot, or the queue is halted.</summary>
+    /// <summary>
+    /// Learns which descriptors from the next slot are available: one scan of up to four (one cache line, not
+    /// past the ring's end), with acquire ordering, so the rest of each descriptor is read after its flags.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool ScanRun()
+    {
+        if (_halted)
+        {
+            ThrowIfDisposed();
+            return false;
+        }
+
+        int count = Math.Min(PackedFlagScanner.MaxRun, _size - _nextAvail);
+        int n = PackedFlagScanner.Scan(_ring + ((nuint)_nextAvail * PackedDescriptor.Size), count, _availWrap, out ulong flags);
+        if (n == 0)
+        {
+            if (!RecheckAvailable(out ushort headFlags))
+            {
+                return false;
+            }
+
+            flags = headFlags;
+            n = 1;
+        }
+
+        _runFlags = flags;
+        _runCount = n;
+        return true;
+    }
+
+    /// <summary>Slow path of <see cref="TryPop"/>: nothing available at the slot.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool RecheckAvailable(out ushort flags)
     {
@@ -429,9 +463,10 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     }
 
     /// <summary>
-    /// Reads the list starting at the next slot, whose flags (already read, available) are <paramref name="headFlags"/>.
+    /// Reads the list starting at the next slot; the first <see cref="_runCount"/> descriptors' flags are already
+    /// read (and available) in <see cref="_runFlags"/>.
     /// </summary>
-    private bool WalkList(ushort headFlags, out DescriptorChain chain)
+    private bool WalkList(out DescriptorChain chain)
     {
         chain = default;
         QueueError error;
@@ -439,7 +474,9 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         ChainSegmentRecord[] segments = _segments;
         uint slot = _nextAvail;
         bool wrap = _availWrap;
-        ushort flags = headFlags;
+        ulong run = _runFlags;
+        int runCount = _runCount;
+        ushort flags = (ushort)run;
         int slots = 0;
         int count = 0;
         int readable = 0;
@@ -460,14 +497,21 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             byte* desc = _ring + ((nuint)slot * PackedDescriptor.Size);
             if (slots > 0)
             {
-                // Ordered after the head's acquire load. Every descriptor of a list carries correct AVAIL/USED bits
-                // (2.8.6), and a device must not use one it has not seen made available (2.8.15).
-                flags = LittleEndian.Read16(desc + PackedDescriptor.FlagsOffset);
-                if (!PackedDescriptor.IsAvailable(flags, wrap))
+                if (slots < runCount)
                 {
-                    error = QueueError.DescriptorNotAvailable;
-                    detail = slot;
-                    goto Failed;
+                    flags = (ushort)(run >> (16 * slots)); // scanned with the head: already checked available
+                }
+                else
+                {
+                    // Ordered after the head's acquire load. Every descriptor of a list carries correct AVAIL/USED
+                    // bits (2.8.6), and a device must not use one it has not seen made available (2.8.15).
+                    flags = LittleEndian.Read16(desc + PackedDescriptor.FlagsOffset);
+                    if (!PackedDescriptor.IsAvailable(flags, wrap))
+                    {
+                        error = QueueError.DescriptorNotAvailable;
+                        detail = slot;
+                        goto Failed;
+                    }
                 }
             }
 
@@ -579,6 +623,16 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         }
         _nextAvail = (ushort)slot;
         _availWrap = wrap;
+        if (slots >= runCount)
+        {
+            _runCount = 0;
+        }
+        else
+        {
+            _runFlags = run >> (16 * slots);
+            _runCount = runCount - slots;
+        }
+
         chain = new DescriptorChain(id, segments.AsSpan(0, count), readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
         return true;
 
@@ -741,6 +795,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         }
 
         _halted = true;
+        _runCount = 0;
         return false;
     }
 
