@@ -1,27 +1,31 @@
 using System;
 using BenchmarkDotNet.Attributes;
 using Virtio.Ring;
+using Virtio.Ring.Packed;
 using Virtio.Ring.Split;
 
 namespace Virtio.Benchmarks;
 
 /// <summary>
-/// Driver and device alternating on one thread, per chain: driver add, publish + kick decision (per batch),
-/// device pop + iterate + push, publish + interrupt decision (per batch), driver get used. No cross-core traffic,
-/// so this is the pure instruction cost of both sides together.
+/// Driver and device alternating on one thread through the format-independent API, per buffer: driver add,
+/// kick decision (per 32), device pop + push, publish + interrupt decision (per 32), driver get used. Split and
+/// packed side by side in one run, so their ratio is meaningful on a noisy machine.
 /// </summary>
 [MemoryDiagnoser]
-public class SplitRoundTripBenchmarks
+public class QueueRoundTripBenchmarks
 {
     private const int Q = 256;
     private const int Batch = 32;
 
     private GuestMemory _memory = null!;
     private IndirectDescriptorPool _pool = null!;
-    private SplitQueueDriver<int> _driver = null!;
-    private SplitQueueDevice _device = null!;
+    private VirtqueueDriver<int> _driver = null!;
+    private VirtqueueDevice _device = null!;
     private GuestRange[] _readable = null!;
     private GuestRange[] _writable = null!;
+
+    [Params(VirtqueueFormat.Split, VirtqueueFormat.Packed)]
+    public VirtqueueFormat Format { get; set; }
 
     [Params(1, 4)]
     public int Descriptors { get; set; }
@@ -33,17 +37,30 @@ public class SplitRoundTripBenchmarks
     public void Setup()
     {
         _memory = GuestMemory.Allocate(16UL << 20);
-        SplitQueueLayout layout = SplitQueueLayout.Compact(0x1000, Q);
-        VirtqueueFeatures features = EventIdx ? VirtqueueFeatures.EventIndex : VirtqueueFeatures.None;
+        ulong features = 1UL << VirtioFeatureBits.Version1;
+        features |= EventIdx ? 1UL << VirtioFeatureBits.EventIdx : 0;
+        VirtqueueAddresses addresses;
+        if (Format == VirtqueueFormat.Packed)
+        {
+            features |= 1UL << VirtioFeatureBits.RingPacked;
+            PackedQueueLayout l = PackedQueueLayout.Compact(0x1000, Q);
+            addresses = new VirtqueueAddresses(Q, l.DescriptorRingAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
+        }
+        else
+        {
+            SplitQueueLayout l = SplitQueueLayout.Compact(0x1000, Q);
+            addresses = new VirtqueueAddresses(Q, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
+        }
+
         _pool = new IndirectDescriptorPool(_memory, 0x10_0000, Q, 16);
-        _driver = new SplitQueueDriver<int>(_memory, layout, features, _pool);
-        if (!SplitQueueDevice.TryAttach(_memory, layout, features, out SplitQueueDevice? device, out QueueError error))
+        _driver = new VirtqueueDriver<int>(_memory, addresses, features, _pool);
+        if (!VirtqueueDevice.TryAttach(_memory, addresses, features, out VirtqueueDevice? device, out QueueError error))
         {
             throw new InvalidOperationException(error.ToString());
         }
 
         _device = device;
-        _readable = new GuestRange[Math.Max(0, Descriptors - 1)];
+        _readable = new GuestRange[Descriptors - 1];
         for (int i = 0; i < _readable.Length; i++)
         {
             _readable[i] = new GuestRange(0x20_0000 + ((ulong)i * 64), 64);
@@ -64,8 +81,8 @@ public class SplitRoundTripBenchmarks
     [Benchmark(OperationsPerInvoke = Batch)]
     public long AddPublishPopPushGetUsed()
     {
-        SplitQueueDriver<int> driver = _driver;
-        SplitQueueDevice device = _device;
+        VirtqueueDriver<int> driver = _driver;
+        VirtqueueDevice device = _device;
         long sum = 0;
         for (int i = 0; i < Batch; i++)
         {
