@@ -221,7 +221,10 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             return false;
         }
 
-        return WalkList(out chain);
+        // Fast path: a one-descriptor list (no NEXT, no INDIRECT), the common case for most devices.
+        return ((ushort)_runFlags & (PackedDescriptor.FlagNext | PackedDescriptor.FlagIndirect)) == 0
+            ? PopSingle(out chain)
+            : WalkList(out chain);
     }
 
     /// <summary>
@@ -462,6 +465,41 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         return true;
     }
 
+    /// <summary>A list of one direct descriptor whose flags (available, no NEXT, no INDIRECT) were scanned.</summary>
+    private bool PopSingle(out DescriptorChain chain)
+    {
+        chain = default;
+        ushort flags = (ushort)_runFlags;
+        uint slot = _nextAvail;
+        byte* desc = _ring + ((nuint)slot * PackedDescriptor.Size);
+        ulong address = LittleEndian.Read64(desc);
+        uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
+        ushort id = LittleEndian.Read16(desc + PackedDescriptor.IdOffset);
+        if (length > int.MaxValue)
+        {
+            return Fail(QueueError.ChainLengthOverflow, length);
+        }
+
+        byte* host = Translate(address, length);
+        if (host == null)
+        {
+            return Fail(QueueError.BufferNotInGuestMemory, address);
+        }
+
+        ChainSegmentRecord[] segments = _segments;
+        Debug.Assert(segments.Length >= 1, "room for one segment always");
+        segments[0] = new ChainSegmentRecord(address, host, (int)length);
+        bool wrap = _availWrap;
+        if (++slot == (uint)_size)
+        {
+            slot = 0;
+            wrap = !wrap;
+        }
+
+        int readable = (flags & PackedDescriptor.FlagWrite) == 0 ? 1 : 0;
+        return CommitPop(id, 1, slot, wrap, _runCount, _runFlags, segments.AsSpan(0, 1), readable, readable == 1 ? length : 0, length, out chain);
+    }
+
     /// <summary>
     /// Reads the list starting at the next slot; the first <see cref="_runCount"/> descriptors' flags are already
     /// read (and available) in <see cref="_runFlags"/>.
@@ -535,12 +573,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
                     goto Failed;
                 }
 
-                if (!WalkIndirect(address, length, ref segments, out count, out readable, out totalBytes, out readableBytes))
-                {
-                    return false;
-                }
-
-                break;
+                return PopIndirect(address, length, id, slot, wrap, runCount, run, out chain);
             }
 
             if (length > int.MaxValue)
@@ -591,27 +624,47 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             }
         }
 
+        return CommitPop(id, slots, slot, wrap, runCount, run, segments.AsSpan(0, count), readable, readableBytes, totalBytes, out chain);
+
+    Failed:
+        return Fail(error, detail);
+    }
+
+    /// <summary>
+    /// Validates the list's buffer ID and the slots in flight, then takes the list: advances the read position,
+    /// consumes the scanned run and hands out the chain. Everything is passed by value so the walk's locals stay
+    /// in registers.
+    /// </summary>
+    private bool CommitPop(
+        ushort id,
+        int slots,
+        uint nextSlot,
+        bool nextWrap,
+        int runCount,
+        ulong run,
+        ReadOnlySpan<ChainSegmentRecord> segments,
+        int readable,
+        ulong readableBytes,
+        ulong totalBytes,
+        out DescriptorChain chain)
+    {
+        chain = default;
+
         // The buffer ID is in the list's last descriptor (2.8.6).
         if (id >= _size)
         {
-            error = QueueError.BufferIdOutOfRange;
-            detail = id;
-            goto Failed;
+            return Fail(QueueError.BufferIdOutOfRange, id);
         }
 
         if (_slotsOfId[id] != 0)
         {
-            error = QueueError.BufferIdInUse;
-            detail = id;
-            goto Failed;
+            return Fail(QueueError.BufferIdInUse, id);
         }
 
         // A driver can only fill slots the device has handed back: more than Q in flight means slots were reused.
         if (_inFlightSlots + slots > _size)
         {
-            error = QueueError.InFlightExceedsQueueSize;
-            detail = (ulong)(_inFlightSlots + slots);
-            goto Failed;
+            return Fail(QueueError.InFlightExceedsQueueSize, (ulong)(_inFlightSlots + slots));
         }
 
         _slotsOfId[id] = (ushort)slots;
@@ -621,8 +674,9 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         {
             _popOrder[(_popOrderFirst + _inFlightBuffers - 1) % _size] = id;
         }
-        _nextAvail = (ushort)slot;
-        _availWrap = wrap;
+
+        _nextAvail = (ushort)nextSlot;
+        _availWrap = nextWrap;
         if (slots >= runCount)
         {
             _runCount = 0;
@@ -633,24 +687,18 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             _runCount = runCount - slots;
         }
 
-        chain = new DescriptorChain(id, segments.AsSpan(0, count), readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
+        chain = new DescriptorChain(id, segments, readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
         return true;
-
-    Failed:
-        return Fail(error, detail);
     }
 
     /// <summary>
-    /// Reads an indirect table (2.8.7): every entry, in order, belongs to the buffer; only WRITE is meaningful
-    /// and INDIRECT is forbidden.
+    /// A one-slot list whose descriptor is INDIRECT (2.8.7): every entry of the table, in order, belongs to the
+    /// buffer; only WRITE is meaningful in an entry and INDIRECT is forbidden.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool WalkIndirect(ulong tableAddress, uint tableLength, ref ChainSegmentRecord[] segments, out int count, out int readable, out ulong totalBytes, out ulong readableBytes)
+    private bool PopIndirect(ulong tableAddress, uint tableLength, ushort id, uint nextSlot, bool nextWrap, int runCount, ulong run, out DescriptorChain chain)
     {
-        count = 0;
-        readable = 0;
-        totalBytes = 0;
-        readableBytes = 0;
+        chain = default;
         if (!_indirect)
         {
             return Fail(QueueError.IndirectNotNegotiated, tableAddress);
@@ -673,6 +721,11 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             return Fail(QueueError.IndirectTableNotInGuestMemory, tableAddress);
         }
 
+        ChainSegmentRecord[] segments = _segments;
+        int count = 0;
+        int readable = 0;
+        ulong totalBytes = 0;
+        ulong readableBytes = 0;
         for (uint i = 0; i < entries; i++)
         {
             byte* desc = table + ((nuint)i * PackedDescriptor.Size);
@@ -720,7 +773,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             segments[count++] = new ChainSegmentRecord(address, host, (int)length);
         }
 
-        return true;
+        return CommitPop(id, 1, nextSlot, nextWrap, runCount, run, segments.AsSpan(0, count), readable, readableBytes, totalBytes, out chain);
     }
 
     private void WriteUsed(ushort id, uint writtenLength, int slots)
