@@ -34,6 +34,7 @@ namespace Virtio.Ring.Packed;
 /// </summary>
 public sealed unsafe class PackedQueueDevice : IDisposable
 {
+    private DeviceState _hot; // this side's mutable state, alone on its cache lines (see DeviceState)
     private const int InitialSegmentCapacity = 16;
 
     private readonly GuestMemory _memory;
@@ -47,33 +48,12 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     private readonly byte* _deviceEvent;
     private readonly ushort[] _slotsOfId;   // descriptors each buffer ID in flight occupies; 0 = not in flight
     private readonly ushort[]? _popOrder;   // IN_ORDER: buffer IDs in flight, oldest first (a ring of Q entries)
-    private int _popOrderFirst;
 
     // Device-private state.
-    private ushort _nextAvail;
-    private bool _availWrap;
-    private ushort _nextUsed;
-    private bool _usedWrap;
-    private int _inFlightBuffers;
-    private int _inFlightSlots;
-    private int _usedSinceSignal;          // slots advanced since the last interrupt decision
-    private int _pendingFirstSlot;         // used descriptor whose flags PublishUsed still has to write, or -1
-    private ushort _pendingFirstFlags;
-    private uint _deviceEventWritten;      // last value stored to the device event suppression structure
-    private bool _notificationsEnabled;
-    private QueueError _error;
-    private ulong _errorDetail;
-    private bool _halted;
-    private bool _disposed;
     private ChainSegmentRecord[] _segments;
 
-    // A run of descriptors from _nextAvail known to be available: their flags, read once by one scan of the
+    // A run of descriptors from _hot.NextAvail known to be available: their flags, read once by one scan of the
     // cache line (PackedFlagScanner), 16 bits each with the first in the low bits. Never crosses the ring's end.
-    private ulong _runFlags;
-    private int _runCount;
-    private ulong _regionGpa;
-    private ulong _regionLength;
-    private byte* _regionHost;
 
     private PackedQueueDevice(GuestMemory memory, in PackedQueueLayout layout, VirtqueueFeatures features, byte* ring, byte* driverEvent, byte* deviceEvent)
     {
@@ -89,11 +69,11 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         _slotsOfId = new ushort[_size];
         _popOrder = (features & VirtqueueFeatures.InOrder) != 0 ? new ushort[_size] : null;
         _segments = new ChainSegmentRecord[Math.Min(_size, InitialSegmentCapacity)];
-        _availWrap = true;
-        _usedWrap = true;
-        _pendingFirstSlot = -1;
-        _notificationsEnabled = true;
-        _deviceEventWritten = uint.MaxValue; // unknown: the first write always happens
+        _hot.AvailWrap = true;
+        _hot.UsedWrap = true;
+        _hot.PendingFirstSlot = -1;
+        _hot.NotificationsEnabled = true;
+        _hot.DeviceEventWritten = uint.MaxValue; // unknown: the first write always happens
         memory.AddReference();
     }
 
@@ -107,22 +87,22 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     public VirtqueueFeatures Features => _features;
 
     /// <summary>Why the queue is broken, or <see cref="QueueError.None"/>.</summary>
-    public QueueError Error => _error;
+    public QueueError Error => _hot.Error;
 
     /// <summary>The offending value of <see cref="Error"/>.</summary>
-    public ulong ErrorDetail => _errorDetail;
+    public ulong ErrorDetail => _hot.ErrorDetail;
 
     /// <summary>True once the guest broke a rule; the VMM should set DEVICE_NEEDS_RESET.</summary>
-    public bool IsBroken => _error != QueueError.None;
+    public bool IsBroken => _hot.Error != QueueError.None;
 
     /// <summary>Buffers popped and not yet pushed back.</summary>
-    public int InFlight => _inFlightBuffers;
+    public int InFlight => _hot.InFlightBuffers;
 
     /// <summary>Ring slot the device reads next.</summary>
-    public ushort NextAvail => _nextAvail;
+    public ushort NextAvail => _hot.NextAvail;
 
     /// <summary>Whether the device currently asks for available-buffer notifications.</summary>
-    public bool NotificationsEnabled => _notificationsEnabled;
+    public bool NotificationsEnabled => _hot.NotificationsEnabled;
 
     /// <summary>
     /// Attaches to a packed queue the driver placed in guest memory, from the reset state (both wrap counters 1,
@@ -188,11 +168,11 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             return false;
         }
 
-        queue._nextAvail = state.NextAvail;
-        queue._availWrap = state.AvailWrapCounter;
-        queue._nextUsed = state.NextUsed;
-        queue._usedWrap = state.UsedWrapCounter;
-        queue._notificationsEnabled = state.NotificationsEnabled;
+        queue._hot.NextAvail = state.NextAvail;
+        queue._hot.AvailWrap = state.AvailWrapCounter;
+        queue._hot.NextUsed = state.NextUsed;
+        queue._hot.UsedWrap = state.UsedWrapCounter;
+        queue._hot.NotificationsEnabled = state.NotificationsEnabled;
         return true;
     }
 
@@ -200,12 +180,12 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     public PackedQueueState SaveState()
     {
         ThrowIfDisposed();
-        if (_inFlightBuffers != 0 || _pendingFirstSlot >= 0)
+        if (_hot.InFlightBuffers != 0 || _hot.PendingFirstSlot >= 0)
         {
             ThrowHelper.ThrowInvalidOperation("Push and publish every popped buffer before saving a packed queue.");
         }
 
-        return new PackedQueueState(_layout, _features, _nextAvail, _availWrap, _nextUsed, _usedWrap, _notificationsEnabled);
+        return new PackedQueueState(_layout, _features, _hot.NextAvail, _hot.AvailWrap, _hot.NextUsed, _hot.UsedWrap, _hot.NotificationsEnabled);
     }
 
     /// <summary>
@@ -215,14 +195,14 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryPop(out DescriptorChain chain)
     {
-        if (_runCount == 0 && !ScanRun())
+        if (_hot.RunCount == 0 && !ScanRun())
         {
             chain = default;
             return false;
         }
 
         // Fast path: a one-descriptor list (no NEXT, no INDIRECT), the common case for most devices.
-        return ((ushort)_runFlags & (PackedDescriptor.FlagNext | PackedDescriptor.FlagIndirect)) == 0
+        return ((ushort)_hot.RunFlags & (PackedDescriptor.FlagNext | PackedDescriptor.FlagIndirect)) == 0
             ? PopSingle(out chain)
             : WalkList(out chain);
     }
@@ -235,26 +215,26 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ushort id, uint writtenLength)
     {
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
             return;
         }
 
-        if (id >= _size || _slotsOfId[id] == 0 || (_popOrder != null && _popOrder[_popOrderFirst] != id))
+        if (id >= _size || _slotsOfId[id] == 0 || (_popOrder != null && _popOrder[_hot.PopOrderFirst] != id))
         {
             ThrowBadPush(id);
         }
 
         if (_popOrder != null)
         {
-            _popOrderFirst = (_popOrderFirst + 1) % _size;
+            _hot.PopOrderFirst = (_hot.PopOrderFirst + 1) % _size;
         }
 
         int slots = _slotsOfId[id];
         _slotsOfId[id] = 0;
         WriteUsed(id, writtenLength, slots);
-        _inFlightBuffers--;
+        _hot.InFlightBuffers--;
     }
 
     /// <summary>
@@ -265,7 +245,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     /// </summary>
     public void PushUsedBatch(ushort lastId, uint writtenLength)
     {
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
             return;
@@ -278,12 +258,12 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         // Find the batch first, so that a caller bug (an ID not in flight) changes nothing.
         int count = 0;
-        while (count < _inFlightBuffers && _popOrder[(_popOrderFirst + count) % _size] != lastId)
+        while (count < _hot.InFlightBuffers && _popOrder[(_hot.PopOrderFirst + count) % _size] != lastId)
         {
             count++;
         }
 
-        if (count == _inFlightBuffers)
+        if (count == _hot.InFlightBuffers)
         {
             ThrowBadPush(lastId);
         }
@@ -292,13 +272,13 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         int slots = 0;
         for (int i = 0; i < count; i++)
         {
-            ushort id = _popOrder[(_popOrderFirst + i) % _size];
+            ushort id = _popOrder[(_hot.PopOrderFirst + i) % _size];
             slots += _slotsOfId[id];
             _slotsOfId[id] = 0;
         }
 
-        _popOrderFirst = (_popOrderFirst + count) % _size;
-        _inFlightBuffers -= count;
+        _hot.PopOrderFirst = (_hot.PopOrderFirst + count) % _size;
+        _hot.InFlightBuffers -= count;
         WriteUsed(lastId, writtenLength, slots);
     }
 
@@ -308,28 +288,28 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     /// </summary>
     public bool PublishUsed()
     {
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
             return false;
         }
 
-        if (_pendingFirstSlot < 0)
+        if (_hot.PendingFirstSlot < 0)
         {
             return false;
         }
 
         // The ids, lengths and later flags of the batch were written with plain stores; the release store of the
         // first descriptor's flags orders them all before it (2.8.9 "Multi-buffer requests": first marked last).
-        LittleEndian.VolatileWrite16(_ring + ((nuint)(uint)_pendingFirstSlot * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset, _pendingFirstFlags);
-        _pendingFirstSlot = -1;
+        LittleEndian.VolatileWrite16(_ring + ((nuint)(uint)_hot.PendingFirstSlot * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset, _hot.PendingFirstFlags);
+        _hot.PendingFirstSlot = -1;
 
         // The flags store must be visible before the driver event suppression structure is read (store-load
         // order: a full barrier), or a driver enabling notifications meanwhile could be missed.
         Interlocked.MemoryBarrier();
         uint snapshot = LittleEndian.VolatileRead32(_driverEvent);
-        int advanced = _usedSinceSignal;
-        _usedSinceSignal = 0;
+        int advanced = _hot.UsedSinceSignal;
+        _hot.UsedSinceSignal = 0;
         ushort flags = (ushort)(snapshot >> 16);
         if (flags == EventSuppression.FlagsDisable)
         {
@@ -341,19 +321,19 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             return true; // ENABLE (DESC without EVENT_IDX and the reserved value 3 are treated as ENABLE)
         }
 
-        return EventSuppression.NeedsNotification((ushort)snapshot, _nextUsed, _usedWrap, advanced, _size);
+        return EventSuppression.NeedsNotification((ushort)snapshot, _hot.NextUsed, _hot.UsedWrap, advanced, _size);
     }
 
     /// <summary>Asks the driver not to send available-buffer notifications (device event flags DISABLE).</summary>
     public void DisableNotifications()
     {
         ThrowIfDisposed();
-        if (_halted || !_notificationsEnabled)
+        if (_hot.Halted || !_hot.NotificationsEnabled)
         {
             return;
         }
 
-        _notificationsEnabled = false;
+        _hot.NotificationsEnabled = false;
         WriteDeviceEvent(EventSuppression.Encode(0, false), EventSuppression.FlagsDisable);
     }
 
@@ -364,31 +344,31 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     public bool EnableNotifications()
     {
         ThrowIfDisposed();
-        if (_halted)
+        if (_hot.Halted)
         {
             return false;
         }
 
-        _notificationsEnabled = true;
+        _hot.NotificationsEnabled = true;
         ArmDeviceEvent();
 
         // Store-load: the enable must be visible before the slot is looked at again.
         Interlocked.MemoryBarrier();
-        ushort flags = LittleEndian.VolatileRead16(_ring + ((nuint)_nextAvail * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
-        return PackedDescriptor.IsAvailable(flags, _availWrap);
+        ushort flags = LittleEndian.VolatileRead16(_ring + ((nuint)_hot.NextAvail * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
+        return PackedDescriptor.IsAvailable(flags, _hot.AvailWrap);
     }
 
     /// <summary>Releases the queue's reference on guest memory.</summary>
     public void Dispose()
     {
-        if (_disposed)
+        if (_hot.Disposed)
         {
             return;
         }
 
-        _disposed = true;
-        _halted = true;
-        _runCount = 0; // TryPop must reach the halted check, not a cached run
+        _hot.Disposed = true;
+        _hot.Halted = true;
+        _hot.RunCount = 0; // TryPop must reach the halted check, not a cached run
         _memory.ReleaseReference();
     }
 
@@ -399,14 +379,14 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool ScanRun()
     {
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
             return false;
         }
 
-        int count = Math.Min(PackedFlagScanner.MaxRun, _size - _nextAvail);
-        int n = PackedFlagScanner.Scan(_ring + ((nuint)_nextAvail * PackedDescriptor.Size), count, _availWrap, out ulong flags);
+        int count = Math.Min(PackedFlagScanner.MaxRun, _size - _hot.NextAvail);
+        int n = PackedFlagScanner.Scan(_ring + ((nuint)_hot.NextAvail * PackedDescriptor.Size), count, _hot.AvailWrap, out ulong flags);
         if (n == 0)
         {
             if (!RecheckAvailable(out ushort headFlags))
@@ -418,8 +398,8 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             n = 1;
         }
 
-        _runFlags = flags;
-        _runCount = n;
+        _hot.RunFlags = flags;
+        _hot.RunCount = n;
         return true;
     }
 
@@ -428,7 +408,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     private bool RecheckAvailable(out ushort flags)
     {
         flags = 0;
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
             return false;
@@ -436,31 +416,31 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         // Empty. With EVENT_IDX and notifications on, point the device event at this slot so the driver kicks
         // when it fills it, then look once more (the driver may have filled it before seeing the new event).
-        if (!_notificationsEnabled || !_eventIdx || !ArmDeviceEvent())
+        if (!_hot.NotificationsEnabled || !_eventIdx || !ArmDeviceEvent())
         {
             return false;
         }
 
         Interlocked.MemoryBarrier();
-        flags = LittleEndian.VolatileRead16(_ring + ((nuint)_nextAvail * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
-        return PackedDescriptor.IsAvailable(flags, _availWrap);
+        flags = LittleEndian.VolatileRead16(_ring + ((nuint)_hot.NextAvail * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
+        return PackedDescriptor.IsAvailable(flags, _hot.AvailWrap);
     }
 
     /// <summary>Writes the device event structure for "notify me at the next slot"; false if unchanged.</summary>
     private bool ArmDeviceEvent() =>
         _eventIdx
-            ? WriteDeviceEvent(EventSuppression.Encode(_nextAvail, _availWrap), EventSuppression.FlagsDesc)
+            ? WriteDeviceEvent(EventSuppression.Encode(_hot.NextAvail, _hot.AvailWrap), EventSuppression.FlagsDesc)
             : WriteDeviceEvent(EventSuppression.Encode(0, false), EventSuppression.FlagsEnable);
 
     private bool WriteDeviceEvent(ushort desc, ushort flags)
     {
         uint value = desc | ((uint)flags << 16);
-        if (value == _deviceEventWritten)
+        if (value == _hot.DeviceEventWritten)
         {
             return false;
         }
 
-        _deviceEventWritten = value;
+        _hot.DeviceEventWritten = value;
         LittleEndian.VolatileWrite32(_deviceEvent, value); // one aligned 32-bit store: desc and flags together
         return true;
     }
@@ -469,8 +449,8 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     private bool PopSingle(out DescriptorChain chain)
     {
         chain = default;
-        ushort flags = (ushort)_runFlags;
-        uint slot = _nextAvail;
+        ushort flags = (ushort)_hot.RunFlags;
+        uint slot = _hot.NextAvail;
         byte* desc = _ring + ((nuint)slot * PackedDescriptor.Size);
         ulong address = LittleEndian.Read64(desc);
         uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
@@ -489,7 +469,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         ChainSegmentRecord[] segments = _segments;
         Debug.Assert(segments.Length >= 1, "room for one segment always");
         segments[0] = new ChainSegmentRecord(address, host, (int)length);
-        bool wrap = _availWrap;
+        bool wrap = _hot.AvailWrap;
         if (++slot == (uint)_size)
         {
             slot = 0;
@@ -497,12 +477,12 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         }
 
         int readable = (flags & PackedDescriptor.FlagWrite) == 0 ? 1 : 0;
-        return CommitPop(id, 1, slot, wrap, _runCount, _runFlags, segments.AsSpan(0, 1), readable, readable == 1 ? length : 0, length, out chain);
+        return CommitPop(id, 1, slot, wrap, _hot.RunCount, _hot.RunFlags, segments.AsSpan(0, 1), readable, readable == 1 ? length : 0, length, out chain);
     }
 
     /// <summary>
-    /// Reads the list starting at the next slot; the first <see cref="_runCount"/> descriptors' flags are already
-    /// read (and available) in <see cref="_runFlags"/>.
+    /// Reads the list starting at the next slot; the first <c>RunCount</c> descriptors' flags are already
+    /// read (and available) in <c>RunFlags</c>.
     /// </summary>
     private bool WalkList(out DescriptorChain chain)
     {
@@ -510,10 +490,10 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         QueueError error;
         ulong detail;
         ChainSegmentRecord[] segments = _segments;
-        uint slot = _nextAvail;
-        bool wrap = _availWrap;
-        ulong run = _runFlags;
-        int runCount = _runCount;
+        uint slot = _hot.NextAvail;
+        bool wrap = _hot.AvailWrap;
+        ulong run = _hot.RunFlags;
+        int runCount = _hot.RunCount;
         ushort flags = (ushort)run;
         int slots = 0;
         int count = 0;
@@ -662,29 +642,29 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         }
 
         // A driver can only fill slots the device has handed back: more than Q in flight means slots were reused.
-        if (_inFlightSlots + slots > _size)
+        if (_hot.InFlightSlots + slots > _size)
         {
-            return Fail(QueueError.InFlightExceedsQueueSize, (ulong)(_inFlightSlots + slots));
+            return Fail(QueueError.InFlightExceedsQueueSize, (ulong)(_hot.InFlightSlots + slots));
         }
 
         _slotsOfId[id] = (ushort)slots;
-        _inFlightSlots += slots;
-        _inFlightBuffers++;
+        _hot.InFlightSlots += slots;
+        _hot.InFlightBuffers++;
         if (_popOrder != null)
         {
-            _popOrder[(_popOrderFirst + _inFlightBuffers - 1) % _size] = id;
+            _popOrder[(_hot.PopOrderFirst + _hot.InFlightBuffers - 1) % _size] = id;
         }
 
-        _nextAvail = (ushort)nextSlot;
-        _availWrap = nextWrap;
+        _hot.NextAvail = (ushort)nextSlot;
+        _hot.AvailWrap = nextWrap;
         if (slots >= runCount)
         {
-            _runCount = 0;
+            _hot.RunCount = 0;
         }
         else
         {
-            _runFlags = run >> (16 * slots);
-            _runCount = runCount - slots;
+            _hot.RunFlags = run >> (16 * slots);
+            _hot.RunCount = runCount - slots;
         }
 
         chain = new DescriptorChain(id, segments, readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
@@ -779,15 +759,15 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     private void WriteUsed(ushort id, uint writtenLength, int slots)
     {
         Debug.Assert(slots is > 0 and <= ushort.MaxValue, "every buffer occupies at least one slot");
-        uint slot = _nextUsed;
+        uint slot = _hot.NextUsed;
         byte* desc = _ring + ((nuint)slot * PackedDescriptor.Size);
         LittleEndian.Write16(desc + PackedDescriptor.IdOffset, id);
         LittleEndian.Write32(desc + PackedDescriptor.LengthOffset, writtenLength);
-        ushort flags = (ushort)(PackedDescriptor.UsedBits(_usedWrap) | (writtenLength != 0 ? PackedDescriptor.FlagWrite : 0));
-        if (_pendingFirstSlot < 0)
+        ushort flags = (ushort)(PackedDescriptor.UsedBits(_hot.UsedWrap) | (writtenLength != 0 ? PackedDescriptor.FlagWrite : 0));
+        if (_hot.PendingFirstSlot < 0)
         {
-            _pendingFirstSlot = (int)slot;
-            _pendingFirstFlags = flags;
+            _hot.PendingFirstSlot = (int)slot;
+            _hot.PendingFirstFlags = flags;
         }
         else
         {
@@ -800,19 +780,19 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         if (slot >= (uint)_size)
         {
             slot -= (uint)_size;
-            _usedWrap = !_usedWrap;
+            _hot.UsedWrap = !_hot.UsedWrap;
         }
 
-        _nextUsed = (ushort)slot;
-        _inFlightSlots -= slots;
-        _usedSinceSignal += slots;
+        _hot.NextUsed = (ushort)slot;
+        _hot.InFlightSlots -= slots;
+        _hot.UsedSinceSignal += slots;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private byte* Translate(ulong gpa, ulong length)
     {
-        ulong offset = gpa - _regionGpa;
-        return offset < _regionLength && length <= _regionLength - offset ? _regionHost + offset : TranslateMiss(gpa, length);
+        ulong offset = gpa - _hot.RegionGpa;
+        return offset < _hot.RegionLength && length <= _hot.RegionLength - offset ? _hot.RegionHost + offset : TranslateMiss(gpa, length);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -821,9 +801,9 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         byte* host = _memory.TranslateOrNull(gpa, length);
         if (host != null && _memory.TryFindRegion(gpa, out Memory.GuestRegion region))
         {
-            _regionGpa = region.Gpa;
-            _regionLength = region.Length;
-            _regionHost = region.Host;
+            _hot.RegionGpa = region.Gpa;
+            _hot.RegionLength = region.Length;
+            _hot.RegionHost = region.Host;
         }
 
         return host;
@@ -841,14 +821,14 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool Fail(QueueError error, ulong detail)
     {
-        if (_error == QueueError.None)
+        if (_hot.Error == QueueError.None)
         {
-            _error = error;
-            _errorDetail = detail;
+            _hot.Error = error;
+            _hot.ErrorDetail = detail;
         }
 
-        _halted = true;
-        _runCount = 0;
+        _hot.Halted = true;
+        _hot.RunCount = 0;
         return false;
     }
 
@@ -869,9 +849,41 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
     private void ThrowIfDisposed()
     {
-        if (_disposed)
+        if (_hot.Disposed)
         {
             ThrowHelper.ThrowObjectDisposed(nameof(PackedQueueDevice));
         }
+    }
+
+    /// <summary>
+    /// The device thread's private state (positions, wrap counters, the scanned run). Only the device thread
+    /// writes it; padding keeps the driver thread's state and the ring memory off these cache lines.
+    /// </summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct DeviceState
+    {
+        public CacheLinePadding Before;
+        public ushort NextAvail;
+        public bool AvailWrap;
+        public ushort NextUsed;
+        public bool UsedWrap;
+        public int InFlightBuffers;
+        public int InFlightSlots;
+        public int UsedSinceSignal; // slots advanced since the last interrupt decision
+        public int PendingFirstSlot; // used descriptor whose flags PublishUsed still has to write, or -1
+        public ushort PendingFirstFlags;
+        public uint DeviceEventWritten; // last value stored to the device event suppression structure
+        public bool NotificationsEnabled;
+        public QueueError Error;
+        public ulong ErrorDetail;
+        public bool Halted;
+        public bool Disposed;
+        public int PopOrderFirst;
+        public ulong RunFlags;
+        public int RunCount;
+        public ulong RegionGpa;
+        public ulong RegionLength;
+        public byte* RegionHost;
+        public CacheLinePadding After;
     }
 }

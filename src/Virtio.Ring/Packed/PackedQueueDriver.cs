@@ -26,6 +26,7 @@ namespace Virtio.Ring.Packed;
 /// <typeparam name="TToken">What the caller gets back with each used buffer.</typeparam>
 public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
 {
+    private PackedDriverState _hot; // this side's mutable state, alone on its cache lines (see PackedDriverState)
     private readonly GuestMemory _memory;
     private readonly PackedQueueLayout _layout;
     private readonly IndirectDescriptorPool? _pool;
@@ -37,26 +38,8 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     private readonly ushort[] _freeIds;
     private readonly BufferState[] _buffers;
     private readonly ushort[]? _addOrder;     // IN_ORDER: buffer IDs in flight, oldest first (a ring of Q entries)
-    private int _addOrderFirst;
-    private int _batchRemaining;              // IN_ORDER: buffers left in the batch the last used descriptor named
-    private uint _batchLastLength;
 
     // Driver-private state.
-    private int _freeIdCount;
-    private int _freeSlots;
-    private int _inFlight;
-    private ushort _nextAvail;
-    private bool _availWrap;
-    private ushort _nextUsed;
-    private bool _usedWrap;
-    private int _addedSinceKick;        // slots made available since the last kick decision
-    private uint _driverEventWritten;
-    private bool _callbacksEnabled;
-    private int _detachCursor;
-    private QueueError _error;
-    private ulong _errorDetail;
-    private bool _halted;
-    private bool _disposed;
 
     /// <summary>
     /// Places a fresh packed queue at <paramref name="layout"/>: zeroes the descriptor ring (2.8.13: "The
@@ -106,19 +89,19 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     public VirtqueueFeatures Features { get; }
 
     /// <summary>Free descriptor slots.</summary>
-    public int FreeDescriptors => _freeSlots;
+    public int FreeDescriptors => _hot.FreeSlots;
 
     /// <summary>Buffers made available and not yet returned used.</summary>
-    public int InFlight => _inFlight;
+    public int InFlight => _hot.InFlight;
 
     /// <summary>Why the queue is broken, or <see cref="QueueError.None"/>.</summary>
-    public QueueError Error => _error;
+    public QueueError Error => _hot.Error;
 
     /// <summary>The offending value of <see cref="Error"/>.</summary>
-    public ulong ErrorDetail => _errorDetail;
+    public ulong ErrorDetail => _hot.ErrorDetail;
 
     /// <summary>True once the device broke a rule.</summary>
-    public bool IsBroken => _error != QueueError.None;
+    public bool IsBroken => _hot.Error != QueueError.None;
 
     /// <summary>
     /// Makes a list of device-readable then device-writable buffers available (visible to the device at once).
@@ -127,7 +110,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     public bool TryAdd(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, TToken token)
     {
         int total = readable.Length + writable.Length;
-        if (_halted || (uint)(total - 1) >= (uint)_size)
+        if (_hot.Halted || (uint)(total - 1) >= (uint)_size)
         {
             return AddSlow(total);
         }
@@ -139,7 +122,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             slots = 1;
         }
 
-        if (slots > _freeSlots || _freeIdCount == 0)
+        if (slots > _hot.FreeSlots || _hot.FreeIdCount == 0)
         {
             if (table >= 0)
             {
@@ -149,18 +132,18 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             return false;
         }
 
-        ushort id = _freeIds[--_freeIdCount];
-        uint head = _nextAvail;
+        ushort id = _freeIds[--_hot.FreeIdCount];
+        uint head = _hot.NextAvail;
         ushort headFlags;
         if (table >= 0)
         {
             WriteIndirectTable(readable, writable, table);
-            headFlags = (ushort)(PackedDescriptor.FlagIndirect | PackedDescriptor.AvailableBits(_availWrap));
+            headFlags = (ushort)(PackedDescriptor.FlagIndirect | PackedDescriptor.AvailableBits(_hot.AvailWrap));
             byte* desc = _ring + ((nuint)head * PackedDescriptor.Size);
             LittleEndian.Write64(desc, _pool!.TableAddress(table));
             LittleEndian.Write32(desc + PackedDescriptor.LengthOffset, (uint)(total * PackedDescriptor.Size));
             LittleEndian.Write16(desc + PackedDescriptor.IdOffset, id);
-            Advance(ref _nextAvail, ref _availWrap, 1);
+            Advance(ref _hot.NextAvail, ref _hot.AvailWrap, 1);
         }
         else
         {
@@ -171,7 +154,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         state.Token = token;
         state.Slots = (ushort)slots;
         state.IndirectTable = table;
-        _freeSlots -= slots;
+        _hot.FreeSlots -= slots;
         if (_addOrder != null)
         {
             uint writableBytes = 0;
@@ -181,11 +164,11 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             }
 
             state.WritableBytes = writableBytes;
-            _addOrder[(_addOrderFirst + _inFlight) % _size] = id;
+            _addOrder[(_hot.AddOrderFirst + _hot.InFlight) % _size] = id;
         }
 
-        _inFlight++;
-        _addedSinceKick += slots;
+        _hot.InFlight++;
+        _hot.AddedSinceKick += slots;
 
         // 2.8.21 "Updating flags": everything else in the list is written; a release store of the first
         // descriptor's flags makes the list available in one step and never half-written.
@@ -199,19 +182,19 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     /// </summary>
     public bool Publish()
     {
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
             return false;
         }
 
-        int added = _addedSinceKick;
+        int added = _hot.AddedSinceKick;
         if (added == 0)
         {
             return false;
         }
 
-        _addedSinceKick = 0;
+        _hot.AddedSinceKick = 0;
 
         // 2.8.21.3: the flags stores must be visible before the device event suppression structure is read.
         Interlocked.MemoryBarrier();
@@ -227,7 +210,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             return true;
         }
 
-        return EventSuppression.NeedsNotification((ushort)snapshot, _nextAvail, _availWrap, added, _size);
+        return EventSuppression.NeedsNotification((ushort)snapshot, _hot.NextAvail, _hot.AvailWrap, added, _size);
     }
 
     /// <summary>
@@ -243,11 +226,11 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             return TryGetUsedInOrder(out token, out writtenLength);
         }
 
-        byte* desc = _ring + ((nuint)_nextUsed * PackedDescriptor.Size);
+        byte* desc = _ring + ((nuint)_hot.NextUsed * PackedDescriptor.Size);
 
         // Acquire: the id and length are read after the flags that published them.
-        ushort flags = _halted ? (ushort)0 : LittleEndian.VolatileRead16(desc + PackedDescriptor.FlagsOffset);
-        if (!PackedDescriptor.IsUsed(flags, _usedWrap) && !RecheckUsed(out flags))
+        ushort flags = _hot.Halted ? (ushort)0 : LittleEndian.VolatileRead16(desc + PackedDescriptor.FlagsOffset);
+        if (!PackedDescriptor.IsUsed(flags, _hot.UsedWrap) && !RecheckUsed(out flags))
         {
             token = default;
             writtenLength = 0;
@@ -264,7 +247,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             return false;
         }
 
-        Advance(ref _nextUsed, ref _usedWrap, _buffers[id].Slots);
+        Advance(ref _hot.NextUsed, ref _hot.UsedWrap, _buffers[id].Slots);
         token = FreeBuffer(id);
         writtenLength = length; // 2.8.4: only meaningful with WRITE; a device that wrote nothing reports 0 anyway
         return true;
@@ -280,11 +263,11 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         Debug.Assert(_addOrder != null, "in-order bookkeeping exists");
         token = default;
         writtenLength = 0;
-        if (_batchRemaining == 0)
+        if (_hot.BatchRemaining == 0)
         {
-            byte* desc = _ring + ((nuint)_nextUsed * PackedDescriptor.Size);
-            ushort flags = _halted ? (ushort)0 : LittleEndian.VolatileRead16(desc + PackedDescriptor.FlagsOffset);
-            if (!PackedDescriptor.IsUsed(flags, _usedWrap) && !RecheckUsed(out flags))
+            byte* desc = _ring + ((nuint)_hot.NextUsed * PackedDescriptor.Size);
+            ushort flags = _hot.Halted ? (ushort)0 : LittleEndian.VolatileRead16(desc + PackedDescriptor.FlagsOffset);
+            if (!PackedDescriptor.IsUsed(flags, _hot.UsedWrap) && !RecheckUsed(out flags))
             {
                 return false;
             }
@@ -292,25 +275,25 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             ushort id = LittleEndian.Read16(desc + PackedDescriptor.IdOffset);
             uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
             int count = 0;
-            while (count < _inFlight && _addOrder[(_addOrderFirst + count) % _size] != id)
+            while (count < _hot.InFlight && _addOrder[(_hot.AddOrderFirst + count) % _size] != id)
             {
                 count++;
             }
 
-            if (count == _inFlight)
+            if (count == _hot.InFlight)
             {
                 Fail(QueueError.UsedIdInvalid, id);
                 return false;
             }
 
-            _batchRemaining = count + 1;
-            _batchLastLength = length;
+            _hot.BatchRemaining = count + 1;
+            _hot.BatchLastLength = length;
         }
 
-        ushort next = _addOrder[_addOrderFirst];
-        _addOrderFirst = (_addOrderFirst + 1) % _size;
-        writtenLength = --_batchRemaining == 0 ? _batchLastLength : _buffers[next].WritableBytes;
-        Advance(ref _nextUsed, ref _usedWrap, _buffers[next].Slots);
+        ushort next = _addOrder[_hot.AddOrderFirst];
+        _hot.AddOrderFirst = (_hot.AddOrderFirst + 1) % _size;
+        writtenLength = --_hot.BatchRemaining == 0 ? _hot.BatchLastLength : _buffers[next].WritableBytes;
+        Advance(ref _hot.NextUsed, ref _hot.UsedWrap, _buffers[next].Slots);
         token = FreeBuffer(next);
         return true;
     }
@@ -319,12 +302,12 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     public void DisableUsedNotifications()
     {
         ThrowIfDisposed();
-        if (_halted || !_callbacksEnabled)
+        if (_hot.Halted || !_hot.CallbacksEnabled)
         {
             return;
         }
 
-        _callbacksEnabled = false;
+        _hot.CallbacksEnabled = false;
         WriteDriverEvent(0, EventSuppression.FlagsDisable);
     }
 
@@ -339,17 +322,17 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     /// flight (<c>virtqueue_enable_cb_delayed</c>); otherwise as <see cref="EnableUsedNotifications"/>.
     /// </summary>
     public bool EnableUsedNotificationsDelayed() =>
-        EnableUsedNotificationsAt(_eventIdx ? (_size - _freeSlots) * 3 / 4 : 0);
+        EnableUsedNotificationsAt(_eventIdx ? (_size - _hot.FreeSlots) * 3 / 4 : 0);
 
     /// <summary>After a device reset: hands back the token of every buffer still in flight, one at a time.</summary>
     public bool TryDetachUnused([MaybeNullWhen(false)] out TToken token)
     {
         ThrowIfDisposed();
-        for (; _detachCursor < _size; _detachCursor++)
+        for (; _hot.DetachCursor < _size; _hot.DetachCursor++)
         {
-            if (_buffers[_detachCursor].Slots != 0)
+            if (_buffers[_hot.DetachCursor].Slots != 0)
             {
-                token = FreeBuffer((ushort)_detachCursor);
+                token = FreeBuffer((ushort)_hot.DetachCursor);
                 return true;
             }
         }
@@ -362,9 +345,9 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     public void Reset()
     {
         ThrowIfDisposed();
-        if (_inFlight != 0)
+        if (_hot.InFlight != 0)
         {
-            ThrowHelper.ThrowInvalidOperation($"{_inFlight} buffers are still in flight: take them back with TryDetachUnused first.");
+            ThrowHelper.ThrowInvalidOperation($"{_hot.InFlight} buffers are still in flight: take them back with TryDetachUnused first.");
         }
 
         InitializeRing();
@@ -373,13 +356,13 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     /// <summary>Releases the queue's references; ring memory is left as it is.</summary>
     public void Dispose()
     {
-        if (_disposed)
+        if (_hot.Disposed)
         {
             return;
         }
 
-        _disposed = true;
-        _halted = true;
+        _hot.Disposed = true;
+        _hot.Halted = true;
         _memory.ReleaseReference();
     }
 
@@ -394,22 +377,22 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             _buffers[i] = default;
         }
 
-        _freeIdCount = _size;
-        _freeSlots = _size;
-        _addOrderFirst = 0;
-        _batchRemaining = 0;
-        _inFlight = 0;
-        _nextAvail = 0;
-        _availWrap = true;
-        _nextUsed = 0;
-        _usedWrap = true;
-        _addedSinceKick = 0;
-        _driverEventWritten = 0;
-        _callbacksEnabled = true;
-        _detachCursor = 0;
-        _error = QueueError.None;
-        _errorDetail = 0;
-        _halted = false;
+        _hot.FreeIdCount = _size;
+        _hot.FreeSlots = _size;
+        _hot.AddOrderFirst = 0;
+        _hot.BatchRemaining = 0;
+        _hot.InFlight = 0;
+        _hot.NextAvail = 0;
+        _hot.AvailWrap = true;
+        _hot.NextUsed = 0;
+        _hot.UsedWrap = true;
+        _hot.AddedSinceKick = 0;
+        _hot.DriverEventWritten = 0;
+        _hot.CallbacksEnabled = true;
+        _hot.DetachCursor = 0;
+        _hot.Error = QueueError.None;
+        _hot.ErrorDetail = 0;
+        _hot.Halted = false;
     }
 
     /// <summary>Writes a direct list from the next free slot; returns the head's flags, not yet stored.</summary>
@@ -421,10 +404,10 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         {
             bool isWritable = i >= readable.Length;
             GuestRange range = isWritable ? writable[i - readable.Length] : readable[i];
-            ushort flags = (ushort)(PackedDescriptor.AvailableBits(_availWrap)
+            ushort flags = (ushort)(PackedDescriptor.AvailableBits(_hot.AvailWrap)
                 | (isWritable ? PackedDescriptor.FlagWrite : 0)
                 | (i < last ? PackedDescriptor.FlagNext : 0));
-            byte* desc = _ring + ((nuint)_nextAvail * PackedDescriptor.Size);
+            byte* desc = _ring + ((nuint)_hot.NextAvail * PackedDescriptor.Size);
             LittleEndian.Write64(desc, range.Address);
             LittleEndian.Write32(desc + PackedDescriptor.LengthOffset, range.Length);
             LittleEndian.Write16(desc + PackedDescriptor.IdOffset, id); // 2.8.6: the last one's ID counts
@@ -437,7 +420,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
                 LittleEndian.Write16(desc + PackedDescriptor.FlagsOffset, flags);
             }
 
-            Advance(ref _nextAvail, ref _availWrap, 1);
+            Advance(ref _hot.NextAvail, ref _hot.AvailWrap, 1);
         }
 
         return headFlags;
@@ -462,7 +445,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     {
         ref BufferState state = ref _buffers[id];
         Debug.Assert(state.Slots != 0, "only buffers in flight are freed");
-        _freeSlots += state.Slots;
+        _hot.FreeSlots += state.Slots;
         if (state.IndirectTable >= 0)
         {
             _pool!.Return(state.IndirectTable);
@@ -470,8 +453,8 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
 
         TToken token = state.Token;
         state = default;
-        _freeIds[_freeIdCount++] = id;
-        _inFlight--;
+        _freeIds[_hot.FreeIdCount++] = id;
+        _hot.InFlight--;
         return token;
     }
 
@@ -492,35 +475,35 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     private bool RecheckUsed(out ushort flags)
     {
         flags = 0;
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
             return false;
         }
 
-        if (!_callbacksEnabled || !_eventIdx || !WriteDriverEvent(EventSuppression.Encode(_nextUsed, _usedWrap), EventSuppression.FlagsDesc))
+        if (!_hot.CallbacksEnabled || !_eventIdx || !WriteDriverEvent(EventSuppression.Encode(_hot.NextUsed, _hot.UsedWrap), EventSuppression.FlagsDesc))
         {
             return false;
         }
 
         Interlocked.MemoryBarrier(); // store the event before re-loading the slot's flags
-        flags = LittleEndian.VolatileRead16(_ring + ((nuint)_nextUsed * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
-        return PackedDescriptor.IsUsed(flags, _usedWrap);
+        flags = LittleEndian.VolatileRead16(_ring + ((nuint)_hot.NextUsed * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
+        return PackedDescriptor.IsUsed(flags, _hot.UsedWrap);
     }
 
     private bool EnableUsedNotificationsAt(int slotsAhead)
     {
         ThrowIfDisposed();
-        if (_halted)
+        if (_hot.Halted)
         {
             return false;
         }
 
-        _callbacksEnabled = true;
+        _hot.CallbacksEnabled = true;
         if (_eventIdx)
         {
-            ushort position = _nextUsed;
-            bool wrap = _usedWrap;
+            ushort position = _hot.NextUsed;
+            bool wrap = _hot.UsedWrap;
             Advance(ref position, ref wrap, slotsAhead);
             WriteDriverEvent(EventSuppression.Encode(position, wrap), EventSuppression.FlagsDesc);
         }
@@ -531,8 +514,8 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
 
         // Store-load: the enable must be visible before the next used slot is looked at again.
         Interlocked.MemoryBarrier();
-        ushort flags = LittleEndian.VolatileRead16(_ring + ((nuint)_nextUsed * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
-        if (!PackedDescriptor.IsUsed(flags, _usedWrap))
+        ushort flags = LittleEndian.VolatileRead16(_ring + ((nuint)_hot.NextUsed * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
+        if (!PackedDescriptor.IsUsed(flags, _hot.UsedWrap))
         {
             return false;
         }
@@ -543,8 +526,8 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         }
 
         // Delayed: report only when the used descriptors already reach past the requested slot.
-        ushort scan = _nextUsed;
-        bool scanWrap = _usedWrap;
+        ushort scan = _hot.NextUsed;
+        bool scanWrap = _hot.UsedWrap;
         int seen = 0;
         while (seen <= slotsAhead)
         {
@@ -571,12 +554,12 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     private bool WriteDriverEvent(ushort desc, ushort flags)
     {
         uint value = desc | ((uint)flags << 16);
-        if (value == _driverEventWritten)
+        if (value == _hot.DriverEventWritten)
         {
             return false;
         }
 
-        _driverEventWritten = value;
+        _hot.DriverEventWritten = value;
         LittleEndian.VolatileWrite32(_driverEvent, value);
         return true;
     }
@@ -601,18 +584,18 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void Fail(QueueError error, ulong detail)
     {
-        if (_error == QueueError.None)
+        if (_hot.Error == QueueError.None)
         {
-            _error = error;
-            _errorDetail = detail;
+            _hot.Error = error;
+            _hot.ErrorDetail = detail;
         }
 
-        _halted = true;
+        _hot.Halted = true;
     }
 
     private void ThrowIfDisposed()
     {
-        if (_disposed)
+        if (_hot.Disposed)
         {
             ThrowHelper.ThrowObjectDisposed(nameof(PackedQueueDriver<TToken>));
         }

@@ -35,6 +35,7 @@ namespace Virtio.Ring.Split;
 /// </summary>
 public sealed unsafe class SplitQueueDevice : IDisposable
 {
+    private DeviceState _hot; // this side's mutable state, alone on its cache lines (see DeviceState)
     private const int InitialSegmentCapacity = 16;
 
     private readonly GuestMemory _memory;
@@ -51,28 +52,12 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     private readonly byte* _availEvent;
 
     // Device-private state: read and written by the owning thread only.
-    private ushort _nextAvail;          // next available-ring index to read (last_avail_idx)
-    private ushort _availIdxShadow;      // the driver's idx as last read; _nextAvail == shadow means "look again"
-    private ushort _nextUsed;            // used idx including pushed but unpublished elements
-    private ushort _publishedUsed;       // used idx last written to ring memory
-    private ushort _availEventWritten;   // last value written to avail_event
-    private ushort _usedFlagsShadow;     // last value written to used->flags
-    private int _inFlight;               // chains popped and not yet pushed
-    private bool _notificationsEnabled;
-    private QueueError _error;
-    private ulong _errorDetail;
-    private bool _halted;                // broken or disposed: the hot paths test this one flag
     private readonly bool _inOrder;
     private readonly ushort[]? _popOrder;  // IN_ORDER: heads in flight, oldest first (a ring of Q entries)
-    private int _popOrderFirst;
     private ChainSegmentRecord[] _segments;
-    private bool _disposed;
 
     // The guest memory region the last buffer was found in: most chains live in one region, so a translation is
     // one subtract and two compares. Refilled from GuestMemory on a miss.
-    private ulong _regionGpa;
-    private ulong _regionLength;
-    private byte* _regionHost;
 
     private SplitQueueDevice(GuestMemory memory, in SplitQueueLayout layout, VirtqueueFeatures features, byte* desc, byte* avail, byte* used)
     {
@@ -91,8 +76,8 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         _usedEvent = avail + SplitQueueLayout.UsedEventOffset(_size);
         _availEvent = used + SplitQueueLayout.AvailEventOffset(_size);
         _segments = new ChainSegmentRecord[Math.Min(_size, InitialSegmentCapacity)];
-        _notificationsEnabled = true;
-        _availEventWritten = unchecked((ushort)(_nextAvail - 1)); // unknown: the first empty ring writes it
+        _hot.NotificationsEnabled = true;
+        _hot.AvailEventWritten = unchecked((ushort)(_hot.NextAvail - 1)); // unknown: the first empty ring writes it
         memory.AddReference();
     }
 
@@ -106,22 +91,22 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     public VirtqueueFeatures Features => _features;
 
     /// <summary>Why the queue is broken, or <see cref="QueueError.None"/>.</summary>
-    public QueueError Error => _error;
+    public QueueError Error => _hot.Error;
 
     /// <summary>The offending value (index, address or length) of <see cref="Error"/>, for the VMM's log.</summary>
-    public ulong ErrorDetail => _errorDetail;
+    public ulong ErrorDetail => _hot.ErrorDetail;
 
     /// <summary>True once the guest broke a rule; the VMM should set DEVICE_NEEDS_RESET.</summary>
-    public bool IsBroken => _error != QueueError.None;
+    public bool IsBroken => _hot.Error != QueueError.None;
 
     /// <summary>Chains popped and not yet pushed back as used.</summary>
-    public int InFlight => _inFlight;
+    public int InFlight => _hot.InFlight;
 
     /// <summary>The next available-ring index the device will read.</summary>
-    public ushort NextAvail => _nextAvail;
+    public ushort NextAvail => _hot.NextAvail;
 
     /// <summary>Whether the device currently asks for available-buffer notifications.</summary>
-    public bool NotificationsEnabled => _notificationsEnabled;
+    public bool NotificationsEnabled => _hot.NotificationsEnabled;
 
     /// <summary>
     /// Attaches to a split queue the driver placed in guest memory, starting from the reset state (next
@@ -164,14 +149,14 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             return false;
         }
 
-        queue._nextAvail = state.NextAvail;
-        queue._availIdxShadow = state.NextAvail;
-        queue._nextUsed = state.NextUsed;
-        queue._publishedUsed = state.NextUsed;
-        queue._availEventWritten = unchecked((ushort)(state.NextAvail - 1));
-        queue._usedFlagsShadow = LittleEndian.Read16(queue._used + SplitQueueLayout.RingFlagsOffset);
-        queue._inFlight = inFlight;
-        queue._notificationsEnabled = state.NotificationsEnabled;
+        queue._hot.NextAvail = state.NextAvail;
+        queue._hot.AvailIdxShadow = state.NextAvail;
+        queue._hot.NextUsed = state.NextUsed;
+        queue._hot.PublishedUsed = state.NextUsed;
+        queue._hot.AvailEventWritten = unchecked((ushort)(state.NextAvail - 1));
+        queue._hot.UsedFlagsShadow = LittleEndian.Read16(queue._used + SplitQueueLayout.RingFlagsOffset);
+        queue._hot.InFlight = inFlight;
+        queue._hot.NotificationsEnabled = state.NotificationsEnabled;
         if (queue._popOrder != null)
         {
             // In order, the chains in flight are the avail entries NextUsed .. NextAvail - 1. They are guest
@@ -201,12 +186,12 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     public SplitQueueState SaveState()
     {
         ThrowIfDisposed();
-        if (_nextUsed != _publishedUsed)
+        if (_hot.NextUsed != _hot.PublishedUsed)
         {
             ThrowHelper.ThrowInvalidOperation("Publish used elements before saving queue state.");
         }
 
-        return new SplitQueueState(_layout, _features, _nextAvail, _publishedUsed, _notificationsEnabled);
+        return new SplitQueueState(_layout, _features, _hot.NextAvail, _hot.PublishedUsed, _hot.NotificationsEnabled);
     }
 
     /// <summary>
@@ -216,8 +201,8 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryPop(out DescriptorChain chain)
     {
-        ushort next = _nextAvail;
-        if (next == _availIdxShadow && !RefreshAvailIndex())
+        ushort next = _hot.NextAvail;
+        if (next == _hot.AvailIdxShadow && !RefreshAvailIndex())
         {
             chain = default;
             return false;
@@ -225,16 +210,16 @@ public sealed unsafe class SplitQueueDevice : IDisposable
 
         // 2.7.6: every chain holds a descriptor until it is used, so a driver can never have more than Q chains
         // in flight. More means it re-offered descriptors the device still holds.
-        if (_inFlight == _size)
+        if (_hot.InFlight == _size)
         {
             chain = default;
-            return Fail(QueueError.InFlightExceedsQueueSize, (ulong)_inFlight);
+            return Fail(QueueError.InFlightExceedsQueueSize, (ulong)_hot.InFlight);
         }
 
         // The acquire load of avail->idx in RefreshAvailIndex orders this read of the ring entry after it.
         ushort head = LittleEndian.Read16(_avail + SplitQueueLayout.RingEntriesOffset + (2 * (next & _mask)));
-        _nextAvail = (ushort)(next + 1);
-        _inFlight++;
+        _hot.NextAvail = (ushort)(next + 1);
+        _hot.InFlight++;
         if (!WalkChain(head, out chain))
         {
             return false;
@@ -242,7 +227,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
 
         if (_popOrder != null)
         {
-            _popOrder[(_popOrderFirst + _inFlight - 1) % _size] = head;
+            _popOrder[(_hot.PopOrderFirst + _hot.InFlight - 1) % _size] = head;
         }
 
         return true;
@@ -256,27 +241,27 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PushUsed(ushort id, uint writtenLength)
     {
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
             return;
         }
 
-        if (id >= _size || _inFlight == 0 || (_popOrder != null && _popOrder[_popOrderFirst] != id))
+        if (id >= _size || _hot.InFlight == 0 || (_popOrder != null && _popOrder[_hot.PopOrderFirst] != id))
         {
             ThrowBadPush(id);
         }
 
         if (_popOrder != null)
         {
-            _popOrderFirst = (_popOrderFirst + 1) % _size;
+            _hot.PopOrderFirst = (_hot.PopOrderFirst + 1) % _size;
         }
 
-        byte* element = _used + SplitQueueLayout.RingEntriesOffset + (UsedElement.Size * (_nextUsed & _mask));
+        byte* element = _used + SplitQueueLayout.RingEntriesOffset + (UsedElement.Size * (_hot.NextUsed & _mask));
         LittleEndian.Write32(element, id);
         LittleEndian.Write32(element + 4, writtenLength);
-        _nextUsed++;
-        _inFlight--;
+        _hot.NextUsed++;
+        _hot.InFlight--;
     }
 
     /// <summary>
@@ -287,7 +272,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     /// </summary>
     public void PushUsedBatch(ushort lastId, uint writtenLength)
     {
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
             return;
@@ -299,23 +284,23 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         }
 
         int count = 0;
-        while (count < _inFlight && _popOrder[(_popOrderFirst + count) % _size] != lastId)
+        while (count < _hot.InFlight && _popOrder[(_hot.PopOrderFirst + count) % _size] != lastId)
         {
             count++;
         }
 
-        if (count == _inFlight)
+        if (count == _hot.InFlight)
         {
             ThrowBadPush(lastId);
         }
 
         count++;
-        byte* element = _used + SplitQueueLayout.RingEntriesOffset + (UsedElement.Size * (_nextUsed & _mask));
+        byte* element = _used + SplitQueueLayout.RingEntriesOffset + (UsedElement.Size * (_hot.NextUsed & _mask));
         LittleEndian.Write32(element, lastId);
         LittleEndian.Write32(element + 4, writtenLength);
-        _nextUsed = (ushort)(_nextUsed + count);
-        _inFlight -= count;
-        _popOrderFirst = (_popOrderFirst + count) % _size;
+        _hot.NextUsed = (ushort)(_hot.NextUsed + count);
+        _hot.InFlight -= count;
+        _hot.PopOrderFirst = (_hot.PopOrderFirst + count) % _size;
     }
 
     /// <summary>
@@ -325,9 +310,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     /// </summary>
     public bool PublishUsed()
     {
-        ushort now = _nextUsed;
-        ushort old = _publishedUsed;
-        if (_halted)
+        ushort now = _hot.NextUsed;
+        ushort old = _hot.PublishedUsed;
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
             return false;
@@ -342,7 +327,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         // publishes them. A release store orders every earlier store (the elements above) before it, on ARM64 as
         // on x86-64.
         LittleEndian.VolatileWrite16(_used + SplitQueueLayout.RingIdxOffset, now);
-        _publishedUsed = now;
+        _hot.PublishedUsed = now;
 
         // 2.7.7: the idx store must be globally visible before we read used_event/flags; otherwise the driver
         // can re-enable interrupts after our read and before seeing our idx, and both sides wait forever. Only a
@@ -365,12 +350,12 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     public void DisableNotifications()
     {
         ThrowIfDisposed();
-        if (!_notificationsEnabled || _halted)
+        if (!_hot.NotificationsEnabled || _hot.Halted)
         {
             return;
         }
 
-        _notificationsEnabled = false;
+        _hot.NotificationsEnabled = false;
         if (!_eventIdx)
         {
             WriteUsedFlags(SplitQueueLayout.UsedFlagNoNotify);
@@ -385,15 +370,15 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     public bool EnableNotifications()
     {
         ThrowIfDisposed();
-        if (_halted)
+        if (_hot.Halted)
         {
             return false;
         }
 
-        _notificationsEnabled = true;
+        _hot.NotificationsEnabled = true;
         if (_eventIdx)
         {
-            WriteAvailEvent(_nextAvail);
+            WriteAvailEvent(_hot.NextAvail);
         }
         else
         {
@@ -403,20 +388,20 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         // 2.7.10: our re-enable must be visible before we look at avail->idx again, or a driver that published in
         // between and read the old suppression state would skip its kick while we skip the buffer.
         Interlocked.MemoryBarrier();
-        return ReadAvailIndex(out ushort idx) && idx != _nextAvail;
+        return ReadAvailIndex(out ushort idx) && idx != _hot.NextAvail;
     }
 
     /// <summary>Releases the queue's reference on guest memory. Ring memory is left as it is.</summary>
     public void Dispose()
     {
-        if (_disposed)
+        if (_hot.Disposed)
         {
             return;
         }
 
-        _disposed = true;
-        _halted = true;
-        _availIdxShadow = _nextAvail; // sends TryPop to the slow path, which throws
+        _hot.Disposed = true;
+        _hot.Halted = true;
+        _hot.AvailIdxShadow = _hot.NextAvail; // sends TryPop to the slow path, which throws
         _memory.ReleaseReference();
     }
 
@@ -468,30 +453,30 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             return false;
         }
 
-        if (idx != _nextAvail)
+        if (idx != _hot.NextAvail)
         {
             return true;
         }
 
         // Empty. With EVENT_IDX and notifications on, re-arm avail_event at the next index we will read so the
         // driver kicks for it (2.7.10), then look once more: the driver may have published just before seeing it.
-        if (!_notificationsEnabled || !_eventIdx || _availEventWritten == _nextAvail)
+        if (!_hot.NotificationsEnabled || !_eventIdx || _hot.AvailEventWritten == _hot.NextAvail)
         {
             return false;
         }
 
-        WriteAvailEvent(_nextAvail);
+        WriteAvailEvent(_hot.NextAvail);
         Interlocked.MemoryBarrier(); // store avail_event before re-loading avail->idx (store-load order: full barrier)
-        return ReadAvailIndex(out idx) && idx != _nextAvail;
+        return ReadAvailIndex(out idx) && idx != _hot.NextAvail;
     }
 
     /// <summary>Reads and validates the driver's avail->idx into the shadow. False when broken.</summary>
     private bool ReadAvailIndex(out ushort idx)
     {
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
-            idx = _nextAvail;
+            idx = _hot.NextAvail;
             return false;
         }
 
@@ -500,20 +485,20 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         idx = LittleEndian.VolatileRead16(_avail + SplitQueueLayout.RingIdxOffset);
 
         // 2.7.6: the driver can make at most Q buffers available beyond what the device has read.
-        if ((ushort)(idx - _nextAvail) > _size)
+        if ((ushort)(idx - _hot.NextAvail) > _size)
         {
             return Fail(QueueError.AvailIndexJump, idx);
         }
 
-        _availIdxShadow = idx;
+        _hot.AvailIdxShadow = idx;
         return true;
     }
 
     private void WriteUsedFlags(ushort value)
     {
-        if (value != _usedFlagsShadow)
+        if (value != _hot.UsedFlagsShadow)
         {
-            _usedFlagsShadow = value;
+            _hot.UsedFlagsShadow = value;
             LittleEndian.Write16(_used + SplitQueueLayout.RingFlagsOffset, value);
         }
     }
@@ -521,7 +506,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     private void WriteAvailEvent(ushort value)
     {
         LittleEndian.Write16(_availEvent, value);
-        _availEventWritten = value;
+        _hot.AvailEventWritten = value;
     }
 
     /// <summary>
@@ -703,8 +688,8 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private byte* Translate(ulong gpa, ulong length)
     {
-        ulong offset = gpa - _regionGpa; // wraps to a huge value below the region
-        return offset < _regionLength && length <= _regionLength - offset ? _regionHost + offset : TranslateMiss(gpa, length);
+        ulong offset = gpa - _hot.RegionGpa; // wraps to a huge value below the region
+        return offset < _hot.RegionLength && length <= _hot.RegionLength - offset ? _hot.RegionHost + offset : TranslateMiss(gpa, length);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -713,9 +698,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         byte* host = _memory.TranslateOrNull(gpa, length);
         if (host != null && _memory.TryFindRegion(gpa, out Memory.GuestRegion region))
         {
-            _regionGpa = region.Gpa;
-            _regionLength = region.Length;
-            _regionHost = region.Host;
+            _hot.RegionGpa = region.Gpa;
+            _hot.RegionLength = region.Length;
+            _hot.RegionHost = region.Host;
         }
 
         return host;
@@ -735,16 +720,16 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     private bool Fail(QueueError error, ulong detail)
     {
         Debug.Assert(error != QueueError.None, "a failure has a reason");
-        if (_error == QueueError.None)
+        if (_hot.Error == QueueError.None)
         {
-            _error = error;
-            _errorDetail = detail;
+            _hot.Error = error;
+            _hot.ErrorDetail = detail;
         }
 
-        _halted = true;
+        _hot.Halted = true;
 
         // Make the fast path of TryPop fall into the slow path, which reports the broken state.
-        _availIdxShadow = _nextAvail;
+        _hot.AvailIdxShadow = _hot.NextAvail;
         return false;
     }
 
@@ -758,7 +743,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             ThrowHelper.ThrowArgumentOutOfRange(nameof(id), $"Chain id {id} is not below the queue size {_size}.");
         }
 
-        if (_popOrder != null && _inFlight != 0)
+        if (_popOrder != null && _hot.InFlight != 0)
         {
             ThrowHelper.ThrowInvalidOperation($"With VIRTIO_F_IN_ORDER chains are used in the order they were popped; {id} is not next (or not in flight).");
         }
@@ -768,9 +753,36 @@ public sealed unsafe class SplitQueueDevice : IDisposable
 
     private void ThrowIfDisposed()
     {
-        if (_disposed)
+        if (_hot.Disposed)
         {
             ThrowHelper.ThrowObjectDisposed(nameof(SplitQueueDevice));
         }
+    }
+
+    /// <summary>
+    /// The device thread's private state. Only the device thread writes it; padding keeps the driver thread's
+    /// state (often the next object on the heap) and the ring memory off these cache lines.
+    /// </summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct DeviceState
+    {
+        public CacheLinePadding Before;
+        public ushort NextAvail; // next available-ring index to read (last_avail_idx)
+        public ushort AvailIdxShadow; // the driver's idx as last read; _nextAvail == shadow means "look again"
+        public ushort NextUsed; // used idx including pushed but unpublished elements
+        public ushort PublishedUsed; // used idx last written to ring memory
+        public ushort AvailEventWritten; // last value written to avail_event
+        public ushort UsedFlagsShadow; // last value written to used->flags
+        public int InFlight; // chains popped and not yet pushed
+        public bool NotificationsEnabled;
+        public QueueError Error;
+        public ulong ErrorDetail;
+        public bool Halted; // broken or disposed: the hot paths test this one flag
+        public bool Disposed;
+        public int PopOrderFirst;
+        public ulong RegionGpa;
+        public ulong RegionLength;
+        public byte* RegionHost;
+        public CacheLinePadding After;
     }
 }

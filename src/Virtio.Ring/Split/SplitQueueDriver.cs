@@ -30,6 +30,7 @@ namespace Virtio.Ring.Split;
 /// <typeparam name="TToken">What the caller gets back with each used buffer.</typeparam>
 public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
 {
+    private SplitDriverState _hot; // this side's mutable state, alone on its cache lines (see SplitDriverState)
     private readonly GuestMemory _memory;
     private readonly SplitQueueLayout _layout;
     private readonly IndirectDescriptorPool? _pool;
@@ -45,27 +46,8 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     // Driver-private state.
     private readonly ushort[] _next;          // free list and chain links (never the shared table's next fields)
     private readonly HeadState[] _heads;      // per head descriptor: chain length, tail, indirect table, token
-    private ushort _freeHead;
-    private ushort _freeTail;
-    private int _numFree;
     private readonly bool _inOrder;
     private readonly ushort[]? _addOrder;     // IN_ORDER: heads in flight, oldest first (a ring of Q entries)
-    private int _addOrderFirst;
-    private int _batchRemaining;              // IN_ORDER: buffers left in the batch the last used element named
-    private uint _batchLastLength;
-    private int _inFlight;                    // chains added and not yet returned used
-    private ushort _availShadow;              // avail idx including added but unpublished chains
-    private ushort _availPublished;           // avail idx last written to ring memory
-    private ushort _lastUsed;                 // next used-ring index to read (last_used_idx)
-    private ushort _usedIdxShadow;            // the device's used idx as last read
-    private ushort _usedEventWritten;
-    private ushort _availFlagsShadow;
-    private bool _callbacksEnabled;
-    private int _detachCursor;
-    private QueueError _error;
-    private ulong _errorDetail;
-    private bool _halted;
-    private bool _disposed;
 
     /// <summary>
     /// Places a fresh queue at <paramref name="layout"/>: zeroes the three areas and starts every index at 0,
@@ -123,19 +105,19 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     public VirtqueueFeatures Features { get; }
 
     /// <summary>Free descriptors in the table.</summary>
-    public int FreeDescriptors => _numFree;
+    public int FreeDescriptors => _hot.NumFree;
 
     /// <summary>Chains added and not yet returned used (published or not).</summary>
-    public int InFlight => _inFlight;
+    public int InFlight => _hot.InFlight;
 
     /// <summary>Why the queue is broken (the device violated the protocol), or <see cref="QueueError.None"/>.</summary>
-    public QueueError Error => _error;
+    public QueueError Error => _hot.Error;
 
     /// <summary>The offending value of <see cref="Error"/>.</summary>
-    public ulong ErrorDetail => _errorDetail;
+    public ulong ErrorDetail => _hot.ErrorDetail;
 
     /// <summary>True once the device broke a rule.</summary>
-    public bool IsBroken => _error != QueueError.None;
+    public bool IsBroken => _hot.Error != QueueError.None;
 
     /// <summary>
     /// Adds a chain of device-readable then device-writable buffers. It becomes visible to the device at the
@@ -146,7 +128,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     public bool TryAdd(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, TToken token)
     {
         int total = readable.Length + writable.Length;
-        if (_halted || (uint)(total - 1) >= (uint)_size)
+        if (_hot.Halted || (uint)(total - 1) >= (uint)_size)
         {
             return AddSlow(total);
         }
@@ -155,7 +137,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         int descriptors;
         if (total > 1 && _pool != null && _pool.TryRent(total, out int table))
         {
-            if (_numFree == 0)
+            if (_hot.NumFree == 0)
             {
                 _pool.Return(table);
                 return false;
@@ -168,7 +150,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         }
         else
         {
-            if (total > _numFree)
+            if (total > _hot.NumFree)
             {
                 return false;
             }
@@ -182,18 +164,18 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         ref HeadState state = ref _heads[head];
         state.DescriptorCount = (ushort)descriptors;
         state.Token = token;
-        _numFree -= descriptors;
+        _hot.NumFree -= descriptors;
         if (_addOrder != null)
         {
             state.WritableBytes = SumLengths(writable);
-            _addOrder[(_addOrderFirst + _inFlight) % _size] = head;
+            _addOrder[(_hot.AddOrderFirst + _hot.InFlight) % _size] = head;
         }
 
-        _inFlight++;
+        _hot.InFlight++;
 
         // The slot is free: at most Q chains are in flight, so the device consumed the entry Q adds ago.
-        LittleEndian.Write16(_avail + SplitQueueLayout.RingEntriesOffset + (2 * (_availShadow & _mask)), head);
-        _availShadow++;
+        LittleEndian.Write16(_avail + SplitQueueLayout.RingEntriesOffset + (2 * (_hot.AvailShadow & _mask)), head);
+        _hot.AvailShadow++;
         return true;
     }
 
@@ -204,9 +186,9 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     /// </summary>
     public bool Publish()
     {
-        ushort now = _availShadow;
-        ushort old = _availPublished;
-        if (now == old || _halted)
+        ushort now = _hot.AvailShadow;
+        ushort old = _hot.AvailPublished;
+        if (now == old || _hot.Halted)
         {
             ThrowIfDisposed();
             return false;
@@ -215,7 +197,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         // 2.7.13.3: descriptors and ring entries before idx. The release store orders every earlier store before
         // it (x86-64: plain store; ARM64: stlr).
         LittleEndian.VolatileWrite16(_avail + SplitQueueLayout.RingIdxOffset, now);
-        _availPublished = now;
+        _hot.AvailPublished = now;
 
         // 2.7.13.4: the idx store must be visible before we read the device's flags/avail_event; store-load order
         // needs a full barrier on every architecture.
@@ -242,8 +224,8 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
             return TryGetUsedInOrder(out token, out writtenLength);
         }
 
-        ushort last = _lastUsed;
-        if (last == _usedIdxShadow && !RefreshUsedIndex())
+        ushort last = _hot.LastUsed;
+        if (last == _hot.UsedIdxShadow && !RefreshUsedIndex())
         {
             token = default;
             writtenLength = 0;
@@ -262,7 +244,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
             return false;
         }
 
-        _lastUsed = (ushort)(last + 1);
+        _hot.LastUsed = (ushort)(last + 1);
         token = FreeChain((ushort)id);
         writtenLength = length;
         return true;
@@ -278,10 +260,10 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         Debug.Assert(_addOrder != null, "in-order bookkeeping exists");
         token = default;
         writtenLength = 0;
-        if (_batchRemaining == 0)
+        if (_hot.BatchRemaining == 0)
         {
-            ushort last = _lastUsed;
-            if (last == _usedIdxShadow && !RefreshUsedIndex())
+            ushort last = _hot.LastUsed;
+            if (last == _hot.UsedIdxShadow && !RefreshUsedIndex())
             {
                 return false;
             }
@@ -289,27 +271,27 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
             byte* element = _used + SplitQueueLayout.RingEntriesOffset + (UsedElement.Size * (last & _mask));
             uint id = LittleEndian.Read32(element);
             uint length = LittleEndian.Read32(element + 4);
-            int published = (ushort)(_usedIdxShadow - last);
+            int published = (ushort)(_hot.UsedIdxShadow - last);
             int count = 0;
-            while (count < _inFlight && count < published && _addOrder[(_addOrderFirst + count) % _size] != id)
+            while (count < _hot.InFlight && count < published && _addOrder[(_hot.AddOrderFirst + count) % _size] != id)
             {
                 count++;
             }
 
-            if (count == _inFlight || count == published)
+            if (count == _hot.InFlight || count == published)
             {
                 Fail(QueueError.UsedIdInvalid, id);
                 return false;
             }
 
-            _batchRemaining = count + 1;
-            _batchLastLength = length;
+            _hot.BatchRemaining = count + 1;
+            _hot.BatchLastLength = length;
         }
 
-        ushort head = _addOrder[_addOrderFirst];
-        _addOrderFirst = (_addOrderFirst + 1) % _size;
-        writtenLength = --_batchRemaining == 0 ? _batchLastLength : _heads[head].WritableBytes;
-        _lastUsed++;
+        ushort head = _addOrder[_hot.AddOrderFirst];
+        _hot.AddOrderFirst = (_hot.AddOrderFirst + 1) % _size;
+        writtenLength = --_hot.BatchRemaining == 0 ? _hot.BatchLastLength : _heads[head].WritableBytes;
+        _hot.LastUsed++;
         token = FreeChain(head);
         return true;
     }
@@ -332,19 +314,19 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     public void DisableUsedNotifications()
     {
         ThrowIfDisposed();
-        if (!_callbacksEnabled || _halted)
+        if (!_hot.CallbacksEnabled || _hot.Halted)
         {
             return;
         }
 
-        _callbacksEnabled = false;
+        _hot.CallbacksEnabled = false;
         if (_eventIdx)
         {
-            WriteUsedEvent((ushort)(_lastUsed - 1));
+            WriteUsedEvent((ushort)(_hot.LastUsed - 1));
         }
         else
         {
-            WriteAvailFlags((ushort)(_availFlagsShadow | SplitQueueLayout.AvailFlagNoInterrupt));
+            WriteAvailFlags((ushort)(_hot.AvailFlagsShadow | SplitQueueLayout.AvailFlagNoInterrupt));
         }
     }
 
@@ -360,7 +342,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     /// that many are already waiting.
     /// </summary>
     public bool EnableUsedNotificationsDelayed() =>
-        EnableUsedNotificationsAt(_eventIdx ? (ushort)((ushort)(_availShadow - _lastUsed) * 3 / 4) : (ushort)0);
+        EnableUsedNotificationsAt(_eventIdx ? (ushort)((ushort)(_hot.AvailShadow - _hot.LastUsed) * 3 / 4) : (ushort)0);
 
     /// <summary>
     /// After a device reset: hands back, one at a time, the token of every chain still in flight and frees its
@@ -369,11 +351,11 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     public bool TryDetachUnused([MaybeNullWhen(false)] out TToken token)
     {
         ThrowIfDisposed();
-        for (; _detachCursor < _size; _detachCursor++)
+        for (; _hot.DetachCursor < _size; _hot.DetachCursor++)
         {
-            if (_heads[_detachCursor].DescriptorCount != 0)
+            if (_heads[_hot.DetachCursor].DescriptorCount != 0)
             {
-                token = FreeChain((ushort)_detachCursor);
+                token = FreeChain((ushort)_hot.DetachCursor);
                 return true;
             }
         }
@@ -389,9 +371,9 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     public void Reset()
     {
         ThrowIfDisposed();
-        if (_inFlight != 0)
+        if (_hot.InFlight != 0)
         {
-            ThrowHelper.ThrowInvalidOperation($"{_inFlight} chains are still in flight: take them back with TryDetachUnused first.");
+            ThrowHelper.ThrowInvalidOperation($"{_hot.InFlight} chains are still in flight: take them back with TryDetachUnused first.");
         }
 
         InitializeRing();
@@ -400,14 +382,14 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     /// <summary>Releases the queue's references; ring memory is left as it is.</summary>
     public void Dispose()
     {
-        if (_disposed)
+        if (_hot.Disposed)
         {
             return;
         }
 
-        _disposed = true;
-        _halted = true;
-        _usedIdxShadow = _lastUsed;
+        _hot.Disposed = true;
+        _hot.Halted = true;
+        _hot.UsedIdxShadow = _hot.LastUsed;
         _memory.ReleaseReference();
     }
 
@@ -422,28 +404,28 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
             _heads[i] = default;
         }
 
-        _freeHead = 0;
-        _freeTail = (ushort)(_size - 1);
-        _numFree = _size;
-        _addOrderFirst = 0;
-        _batchRemaining = 0;
-        _inFlight = 0;
-        _availShadow = 0;
-        _availPublished = 0;
-        _lastUsed = 0;
-        _usedIdxShadow = 0;
-        _usedEventWritten = 0;
-        _availFlagsShadow = 0;
-        _callbacksEnabled = true;
-        _detachCursor = 0;
-        _error = QueueError.None;
-        _errorDetail = 0;
-        _halted = false;
+        _hot.FreeHead = 0;
+        _hot.FreeTail = (ushort)(_size - 1);
+        _hot.NumFree = _size;
+        _hot.AddOrderFirst = 0;
+        _hot.BatchRemaining = 0;
+        _hot.InFlight = 0;
+        _hot.AvailShadow = 0;
+        _hot.AvailPublished = 0;
+        _hot.LastUsed = 0;
+        _hot.UsedIdxShadow = 0;
+        _hot.UsedEventWritten = 0;
+        _hot.AvailFlagsShadow = 0;
+        _hot.CallbacksEnabled = true;
+        _hot.DetachCursor = 0;
+        _hot.Error = QueueError.None;
+        _hot.ErrorDetail = 0;
+        _hot.Halted = false;
     }
 
     private ushort WriteDirect(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, out ushort tail)
     {
-        ushort head = _freeHead;
+        ushort head = _hot.FreeHead;
         ushort index = head;
         int last = readable.Length + writable.Length - 1;
         for (int i = 0; i <= last; i++)
@@ -462,7 +444,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         }
 
         tail = index;
-        _freeHead = _next[index];
+        _hot.FreeHead = _next[index];
         return head;
     }
 
@@ -481,8 +463,8 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
                 new SplitDescriptor(range.Address, range.Length, flags, i < last ? (ushort)(i + 1) : (ushort)0));
         }
 
-        ushort head = _freeHead;
-        _freeHead = _next[head];
+        ushort head = _hot.FreeHead;
+        _hot.FreeHead = _next[head];
         Unsafe.WriteUnaligned(
             _descTable + ((nuint)head * SplitDescriptor.Size),
             new SplitDescriptor(_pool.TableAddress(table), (uint)((last + 1) * SplitDescriptor.Size), SplitDescriptor.FlagIndirect, 0));
@@ -497,24 +479,24 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         {
             // 2.7.9: with IN_ORDER the driver uses descriptors in ring order, so a chain freed (oldest first)
             // goes to the end of the free list, not its front.
-            if (_numFree == 0)
+            if (_hot.NumFree == 0)
             {
-                _freeHead = head;
+                _hot.FreeHead = head;
             }
             else
             {
-                _next[_freeTail] = head;
+                _next[_hot.FreeTail] = head;
             }
 
-            _freeTail = state.Tail;
+            _hot.FreeTail = state.Tail;
         }
         else
         {
-            _next[state.Tail] = _freeHead;
-            _freeHead = head;
+            _next[state.Tail] = _hot.FreeHead;
+            _hot.FreeHead = head;
         }
 
-        _numFree += state.DescriptorCount;
+        _hot.NumFree += state.DescriptorCount;
         if (state.IndirectTable >= 0)
         {
             _pool!.Return(state.IndirectTable);
@@ -522,7 +504,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
 
         TToken token = state.Token;
         state = default;
-        _inFlight--;
+        _hot.InFlight--;
         return token;
     }
 
@@ -551,27 +533,27 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
             return false;
         }
 
-        if (idx != _lastUsed)
+        if (idx != _hot.LastUsed)
         {
             return true;
         }
 
-        if (!_callbacksEnabled || !_eventIdx || _usedEventWritten == _lastUsed)
+        if (!_hot.CallbacksEnabled || !_eventIdx || _hot.UsedEventWritten == _hot.LastUsed)
         {
             return false;
         }
 
-        WriteUsedEvent(_lastUsed);
+        WriteUsedEvent(_hot.LastUsed);
         Interlocked.MemoryBarrier(); // store used_event before re-loading used->idx (store-load: full barrier)
-        return ReadUsedIndex(out idx) && idx != _lastUsed;
+        return ReadUsedIndex(out idx) && idx != _hot.LastUsed;
     }
 
     private bool ReadUsedIndex(out ushort idx)
     {
-        if (_halted)
+        if (_hot.Halted)
         {
             ThrowIfDisposed();
-            idx = _lastUsed;
+            idx = _hot.LastUsed;
             return false;
         }
 
@@ -579,51 +561,51 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         idx = LittleEndian.VolatileRead16(_used + SplitQueueLayout.RingIdxOffset);
 
         // The device can only have used chains it could see: those in flight minus the added-but-unpublished.
-        int published = _inFlight - (ushort)(_availShadow - _availPublished);
-        if ((ushort)(idx - _lastUsed) > published)
+        int published = _hot.InFlight - (ushort)(_hot.AvailShadow - _hot.AvailPublished);
+        if ((ushort)(idx - _hot.LastUsed) > published)
         {
             return Fail(QueueError.UsedIndexJump, idx);
         }
 
-        _usedIdxShadow = idx;
+        _hot.UsedIdxShadow = idx;
         return true;
     }
 
     private bool EnableUsedNotificationsAt(ushort ahead)
     {
         ThrowIfDisposed();
-        if (_halted)
+        if (_hot.Halted)
         {
             return false;
         }
 
-        _callbacksEnabled = true;
+        _hot.CallbacksEnabled = true;
         if (_eventIdx)
         {
-            WriteUsedEvent((ushort)(_lastUsed + ahead));
+            WriteUsedEvent((ushort)(_hot.LastUsed + ahead));
         }
         else
         {
-            WriteAvailFlags((ushort)(_availFlagsShadow & ~SplitQueueLayout.AvailFlagNoInterrupt));
+            WriteAvailFlags((ushort)(_hot.AvailFlagsShadow & ~SplitQueueLayout.AvailFlagNoInterrupt));
         }
 
         // Our request must be visible before we re-check used->idx (store-load order: full barrier), or a device
         // that used a buffer in between and read the old state would not interrupt while we would not look.
         Interlocked.MemoryBarrier();
-        return ReadUsedIndex(out ushort idx) && (ushort)(idx - _lastUsed) > ahead;
+        return ReadUsedIndex(out ushort idx) && (ushort)(idx - _hot.LastUsed) > ahead;
     }
 
     private void WriteUsedEvent(ushort value)
     {
         LittleEndian.Write16(_usedEvent, value);
-        _usedEventWritten = value;
+        _hot.UsedEventWritten = value;
     }
 
     private void WriteAvailFlags(ushort value)
     {
-        if (value != _availFlagsShadow)
+        if (value != _hot.AvailFlagsShadow)
         {
-            _availFlagsShadow = value;
+            _hot.AvailFlagsShadow = value;
             LittleEndian.Write16(_avail + SplitQueueLayout.RingFlagsOffset, value);
         }
     }
@@ -631,20 +613,20 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool Fail(QueueError error, ulong detail)
     {
-        if (_error == QueueError.None)
+        if (_hot.Error == QueueError.None)
         {
-            _error = error;
-            _errorDetail = detail;
+            _hot.Error = error;
+            _hot.ErrorDetail = detail;
         }
 
-        _halted = true;
-        _usedIdxShadow = _lastUsed;
+        _hot.Halted = true;
+        _hot.UsedIdxShadow = _hot.LastUsed;
         return false;
     }
 
     private void ThrowIfDisposed()
     {
-        if (_disposed)
+        if (_hot.Disposed)
         {
             ThrowHelper.ThrowObjectDisposed(nameof(SplitQueueDriver<TToken>));
         }
