@@ -1,21 +1,23 @@
-// Virtio.Demo: a guest driver thread and a VMM device thread exchange buffers through a split virtqueue in
-// simulated guest memory, the way a VMM embeds Virtio.Ring. The device is an "echo-checksum" device: for each
+// Virtio.Demo: a guest driver thread and a VMM device thread exchange buffers through a virtqueue (split, or
+// packed with --packed) in simulated guest memory, the way a VMM embeds Virtio.Ring. The device is an "echo-checksum" device: for each
 // request it reads the device-readable bytes and writes back their length and FNV-1a hash. Kicks and interrupts
 // are SemaphoreSlims standing in for eventfds. Afterwards a hostile guest feeds the device a looping chain, and
 // the device reports a typed error instead of hanging.
 //
-//   dotnet run -c Release --project samples/Virtio.Demo -- [--buffers N] [--queue-size Q] [--polling]
+//   dotnet run -c Release --project samples/Virtio.Demo -- [--buffers N] [--queue-size Q] [--polling] [--packed]
 using System;
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
 using System.Threading;
 using Virtio.Ring;
+using Virtio.Ring.Packed;
 using Virtio.Ring.Split;
 
 int buffers = 2_000_000;
 int queueSize = 256;
 bool polling = false;
+bool packed = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -23,8 +25,9 @@ for (int i = 0; i < args.Length; i++)
         case "--buffers": buffers = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--queue-size": queueSize = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--polling": polling = true; break;
+        case "--packed": packed = true; break;
         default:
-            Console.Error.WriteLine($"unknown option {args[i]}; options: --buffers N --queue-size Q --polling");
+            Console.Error.WriteLine($"unknown option {args[i]}; options: --buffers N --queue-size Q --polling --packed");
             return 2;
     }
 }
@@ -33,16 +36,19 @@ const ulong RingBase = 0x1000;
 const ulong PoolBase = 0x10_0000;
 const ulong DataBase = 0x20_0000;
 const int SlotBytes = 512;
-VirtqueueFeatures features = VirtqueueFeatures.EventIndex | VirtqueueFeatures.IndirectDescriptors;
+ulong features = (1UL << VirtioFeatureBits.Version1) | (1UL << VirtioFeatureBits.EventIdx) | (1UL << VirtioFeatureBits.IndirectDesc)
+    | (packed ? 1UL << VirtioFeatureBits.RingPacked : 0);
 
-// --- The VMM's guest memory and the queue the guest driver places in it.
+// --- The VMM's guest memory and the queue the guest driver places in it (the three addresses a transport carries).
 using GuestMemory memory = GuestMemory.Allocate(64UL << 20);
-SplitQueueLayout layout = SplitQueueLayout.Compact(RingBase, queueSize);
+VirtqueueAddresses addresses = packed
+    ? FromPacked(PackedQueueLayout.Compact(RingBase, queueSize))
+    : FromSplit(SplitQueueLayout.Compact(RingBase, queueSize));
 using var pool = new IndirectDescriptorPool(memory, PoolBase, queueSize, 4);
-using var driver = new SplitQueueDriver<int>(memory, layout, features, pool);
+using var driver = new VirtqueueDriver<int>(memory, addresses, features, pool);
 
-// --- The VMM attaches its device to the queue from the three addresses the guest programmed.
-if (!SplitQueueDevice.TryAttach(memory, layout, features, out SplitQueueDevice? device, out QueueError attachError))
+// --- The VMM attaches its device to the queue; the same device code runs over either ring format.
+if (!VirtqueueDevice.TryAttach(memory, addresses, features, out VirtqueueDevice? device, out QueueError attachError))
 {
     Console.Error.WriteLine($"attach failed: {attachError}");
     return 1;
@@ -178,7 +184,7 @@ driverThread.Join();
 deviceThread.Join();
 clock.Stop();
 
-Console.WriteLine($"split virtqueue, Q={queueSize}, features={features}, mode={(polling ? "polling" : "notifications")}");
+Console.WriteLine($"{device.Format} virtqueue, Q={queueSize}, EVENT_IDX + INDIRECT_DESC, mode={(polling ? "polling" : "notifications")}");
 Console.WriteLine($"  buffers exchanged : {buffers:N0} (1-3 readable segments of 64 B + one 8 B writable, indirect when possible)");
 Console.WriteLine($"  elapsed           : {clock.Elapsed.TotalMilliseconds:F1} ms, {clock.Elapsed.TotalMilliseconds * 1e6 / buffers:F1} ns per buffer");
 Console.WriteLine($"  kicks / interrupts: {kicks:N0} / {interrupts:N0} (EVENT_IDX suppresses the rest)");
@@ -207,3 +213,7 @@ using (victim)
 }
 
 return failure is null ? 0 : 1;
+
+static VirtqueueAddresses FromSplit(SplitQueueLayout l) => new(l.QueueSize, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
+
+static VirtqueueAddresses FromPacked(PackedQueueLayout l) => new(l.QueueSize, l.DescriptorRingAddress, l.DriverAreaAddress, l.DeviceAreaAddress);

@@ -63,7 +63,7 @@ public struct EventSuppression
     public static ushort Encode(ushort offset, bool wrapCounter) => (ushort)(offset | (wrapCounter ? 0x8000 : 0));
 
     /// <summary>
-    /// The packed-ring notification test (VIRTIO 1.2, 2.8.10 and 2.8.21.3): after advancing a ring position by
+    /// The packed-ring notification test (VIRTIO 1.2, 2.8.10 and 2.8.21.2): after advancing a ring position by
     /// <paramref name="advanced"/> slots to <paramref name="position"/> under <paramref name="wrapCounter"/>, was
     /// the slot named by <paramref name="eventDescriptor"/> passed? An event in the other lap is moved one ring
     /// length back so that <see cref="EventIndex.NeedsNotification"/> works in one linear 16-bit frame.

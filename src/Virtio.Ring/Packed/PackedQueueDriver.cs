@@ -196,7 +196,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
 
         _hot.AddedSinceKick = 0;
 
-        // 2.8.21.3: the flags stores must be visible before the device event suppression structure is read.
+        // 2.8.21.2: the flags stores must be visible before the device event suppression structure is read.
         Interlocked.MemoryBarrier();
         uint snapshot = LittleEndian.VolatileRead32(_deviceEvent);
         ushort flags = (ushort)(snapshot >> 16);
