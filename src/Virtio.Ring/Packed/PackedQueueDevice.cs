@@ -5,6 +5,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading;
 using Virtio.Ring.Internal;
+using Virtio.Ring.Memory;
 using Virtio.Ring.Split;
 
 namespace Virtio.Ring.Packed;
@@ -460,7 +461,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             return Fail(QueueError.ChainLengthOverflow, length);
         }
 
-        byte* host = Translate(address, length);
+        byte* host = _hot.Regions.Translate(_memory, address, length);
         if (host == null)
         {
             return Fail(QueueError.BufferNotInGuestMemory, address);
@@ -584,7 +585,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
                 goto Failed;
             }
 
-            byte* host = Translate(address, length);
+            byte* host = _hot.Regions.Translate(_memory, address, length);
             if (host == null)
             {
                 error = QueueError.BufferNotInGuestMemory;
@@ -695,7 +696,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             return Fail(QueueError.ChainTooLong, entries);
         }
 
-        byte* table = Translate(tableAddress, tableLength);
+        byte* table = _hot.Regions.Translate(_memory, tableAddress, tableLength);
         if (table == null)
         {
             return Fail(QueueError.IndirectTableNotInGuestMemory, tableAddress);
@@ -739,7 +740,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
                 return Fail(QueueError.ChainLengthOverflow, totalBytes);
             }
 
-            byte* host = Translate(address, length);
+            byte* host = _hot.Regions.Translate(_memory, address, length);
             if (host == null)
             {
                 return Fail(QueueError.BufferNotInGuestMemory, address);
@@ -788,35 +789,8 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         _hot.UsedSinceSignal += slots;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private byte* Translate(ulong gpa, ulong length)
-    {
-        ulong offset = gpa - _hot.RegionGpa;
-        return offset < _hot.RegionLength && length <= _hot.RegionLength - offset ? _hot.RegionHost + offset : TranslateMiss(gpa, length);
-    }
-
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private byte* TranslateMiss(ulong gpa, ulong length)
-    {
-        byte* host = _memory.TranslateOrNull(gpa, length);
-        if (host != null && _memory.TryFindRegion(gpa, out Memory.GuestRegion region))
-        {
-            _hot.RegionGpa = region.Gpa;
-            _hot.RegionLength = region.Length;
-            _hot.RegionHost = region.Host;
-        }
-
-        return host;
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private ChainSegmentRecord[] GrowSegments()
-    {
-        var grown = new ChainSegmentRecord[Math.Min(_size, _segments.Length * 2)];
-        _segments.CopyTo(grown, 0);
-        _segments = grown;
-        return grown;
-    }
+    private ChainSegmentRecord[] GrowSegments() => _segments = ChainSegmentRecord.Grow(_segments, _size);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool Fail(QueueError error, ulong detail)
@@ -881,9 +855,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         public int PopOrderFirst;
         public ulong RunFlags;
         public int RunCount;
-        public ulong RegionGpa;
-        public ulong RegionLength;
-        public byte* RegionHost;
+        public RegionCache Regions; // the region the last buffer was in
         public CacheLinePadding After;
     }
 }

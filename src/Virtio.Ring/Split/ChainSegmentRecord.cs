@@ -20,4 +20,13 @@ internal readonly unsafe struct ChainSegmentRecord
         Host = host;
         Length = length;
     }
+
+    /// <summary>A device's segment scratch, doubled (at most to the queue size) when a chain needs more room.</summary>
+    public static ChainSegmentRecord[] Grow(ChainSegmentRecord[] current, int queueSize)
+    {
+        Debug.Assert(current.Length < queueSize, "a chain never holds more than Q segments");
+        var grown = new ChainSegmentRecord[System.Math.Min(queueSize, current.Length * 2)];
+        current.CopyTo(grown, 0);
+        return grown;
+    }
 }

@@ -5,6 +5,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading;
 using Virtio.Ring.Internal;
+using Virtio.Ring.Memory;
 
 namespace Virtio.Ring.Split;
 
@@ -56,8 +57,6 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     private readonly ushort[]? _popOrder;  // IN_ORDER: heads in flight, oldest first (a ring of Q entries)
     private ChainSegmentRecord[] _segments;
 
-    // The guest memory region the last buffer was found in: most chains live in one region, so a translation is
-    // one subtract and two compares. Refilled from GuestMemory on a miss.
 
     private SplitQueueDevice(GuestMemory memory, in SplitQueueLayout layout, VirtqueueFeatures features, byte* desc, byte* avail, byte* used)
     {
@@ -609,7 +608,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
                 goto Failed;
             }
 
-            byte* host = Translate(address, length);
+            byte* host = _hot.Regions.Translate(_memory, address, length);
             if (host == null)
             {
                 error = QueueError.BufferNotInGuestMemory;
@@ -675,7 +674,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             return null;
         }
 
-        byte* table = Translate(address, length);
+        byte* table = _hot.Regions.Translate(_memory, address, length);
         if (table == null)
         {
             Fail(QueueError.IndirectTableNotInGuestMemory, address);
@@ -685,36 +684,8 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     }
 
     /// <summary>Host address of a guest range (inside one region), or null; the last region hit is cached.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private byte* Translate(ulong gpa, ulong length)
-    {
-        ulong offset = gpa - _hot.RegionGpa; // wraps to a huge value below the region
-        return offset < _hot.RegionLength && length <= _hot.RegionLength - offset ? _hot.RegionHost + offset : TranslateMiss(gpa, length);
-    }
-
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private byte* TranslateMiss(ulong gpa, ulong length)
-    {
-        byte* host = _memory.TranslateOrNull(gpa, length);
-        if (host != null && _memory.TryFindRegion(gpa, out Memory.GuestRegion region))
-        {
-            _hot.RegionGpa = region.Gpa;
-            _hot.RegionLength = region.Length;
-            _hot.RegionHost = region.Host;
-        }
-
-        return host;
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private ChainSegmentRecord[] GrowSegments()
-    {
-        Debug.Assert(_segments.Length < _size, "a chain never holds more than Q segments");
-        var grown = new ChainSegmentRecord[Math.Min(_size, _segments.Length * 2)];
-        _segments.CopyTo(grown, 0);
-        _segments = grown;
-        return grown;
-    }
+    private ChainSegmentRecord[] GrowSegments() => _segments = ChainSegmentRecord.Grow(_segments, _size);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool Fail(QueueError error, ulong detail)
@@ -780,9 +751,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         public bool Halted; // broken or disposed: the hot paths test this one flag
         public bool Disposed;
         public int PopOrderFirst;
-        public ulong RegionGpa;
-        public ulong RegionLength;
-        public byte* RegionHost;
+        public RegionCache Regions; // the region the last buffer was in
         public CacheLinePadding After;
     }
 }
