@@ -122,6 +122,19 @@ public sealed class VirtqueueDevice : IDisposable
         }
     }
 
+    /// <summary>Makes pushed used buffers visible without the interrupt decision (polling drivers).</summary>
+    public void FlushUsed()
+    {
+        if (_packed is null)
+        {
+            _split!.FlushUsed();
+        }
+        else
+        {
+            _packed.FlushUsed();
+        }
+    }
+
     /// <summary>Publishes pushed used buffers; true when the driver must be sent a used-buffer notification.</summary>
     public bool PublishUsed() => _packed is null ? _split!.PublishUsed() : _packed.PublishUsed();
 

@@ -47,6 +47,19 @@ public sealed class VirtqueueDriver<TToken> : IDisposable
     public bool TryAdd(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, TToken token) =>
         _packed is null ? _split!.TryAdd(readable, writable, token) : _packed.TryAdd(readable, writable, token);
 
+    /// <summary>Makes added buffers available without the kick decision (polling drivers).</summary>
+    public void PublishAvailable()
+    {
+        if (_packed is null)
+        {
+            _split!.PublishAvailable();
+        }
+        else
+        {
+            _packed.PublishAvailable();
+        }
+    }
+
     /// <summary>Publishes added buffers; true when the device must be notified.</summary>
     public bool Publish() => _packed is null ? _split!.Publish() : _packed.Publish();
 

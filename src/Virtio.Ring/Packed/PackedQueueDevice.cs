@@ -284,26 +284,38 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     }
 
     /// <summary>
-    /// Makes every pushed used descriptor visible (one release store of the batch's first flags) and returns
-    /// whether to send a used-buffer notification, as the driver event suppression structure asks.
+    /// Makes every pushed used descriptor visible (one release store of the batch's first flags) without deciding
+    /// about an interrupt: for polling drivers.
     /// </summary>
-    public bool PublishUsed()
+    public void FlushUsed()
     {
         if (_hot.Halted)
         {
             ThrowIfDisposed();
-            return false;
+            return;
         }
 
-        if (_hot.PendingFirstSlot < 0)
+        if (_hot.PendingFirstSlot >= 0)
+        {
+            // The ids, lengths and later flags of the batch were written with plain stores; the release store of
+            // the first descriptor's flags orders them all before it (2.8.9: first marked last).
+            LittleEndian.VolatileWrite16(_ring + ((nuint)(uint)_hot.PendingFirstSlot * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset, _hot.PendingFirstFlags);
+            _hot.PendingFirstSlot = -1;
+        }
+    }
+
+    /// <summary>
+    /// Makes every pushed used descriptor visible (<see cref="FlushUsed"/>) and returns whether to send a
+    /// used-buffer notification for what was used since the last decision, as the driver event suppression
+    /// structure asks.
+    /// </summary>
+    public bool PublishUsed()
+    {
+        FlushUsed();
+        if (_hot.Halted || _hot.UsedSinceSignal == 0)
         {
             return false;
         }
-
-        // The ids, lengths and later flags of the batch were written with plain stores; the release store of the
-        // first descriptor's flags orders them all before it (2.8.9 "Multi-buffer requests": first marked last).
-        LittleEndian.VolatileWrite16(_ring + ((nuint)(uint)_hot.PendingFirstSlot * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset, _hot.PendingFirstFlags);
-        _hot.PendingFirstSlot = -1;
 
         // The flags store must be visible before the driver event suppression structure is read (store-load
         // order: a full barrier), or a driver enabling notifications meanwhile could be missed.

@@ -177,6 +177,12 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     }
 
     /// <summary>
+    /// Nothing to do for a packed ring: each list became available when <see cref="TryAdd"/> wrote its first
+    /// flags. Present so that code written for either format can call it.
+    /// </summary>
+    public void PublishAvailable() => ThrowIfDisposed();
+
+    /// <summary>
     /// The kick decision after one or more <see cref="TryAdd"/> calls: returns whether the device asked to be
     /// notified (ENABLE; or DESC with EVENT_IDX when the lists just added covered the slot it named).
     /// </summary>

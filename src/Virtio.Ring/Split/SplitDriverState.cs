@@ -17,6 +17,7 @@ internal unsafe struct SplitDriverState
     public int InFlight; // chains added and not yet returned used
     public ushort AvailShadow; // avail idx including added but unpublished chains
     public ushort AvailPublished; // avail idx last written to ring memory
+    public ushort AvailKicked; // avail idx at the last kick decision
     public ushort LastUsed; // next used-ring index to read (last_used_idx)
     public ushort UsedIdxShadow; // the device's used idx as last read
     public ushort UsedEventWritten;

@@ -152,6 +152,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         queue._hot.AvailIdxShadow = state.NextAvail;
         queue._hot.NextUsed = state.NextUsed;
         queue._hot.PublishedUsed = state.NextUsed;
+        queue._hot.SignalledUsed = state.NextUsed;
         queue._hot.AvailEventWritten = unchecked((ushort)(state.NextAvail - 1));
         queue._hot.UsedFlagsShadow = LittleEndian.Read16(queue._used + SplitQueueLayout.RingFlagsOffset);
         queue._hot.InFlight = inFlight;
@@ -303,30 +304,44 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     }
 
     /// <summary>
-    /// Publishes every pushed used element (one store of the used ring's idx) and returns whether the driver
-    /// must be sent a used-buffer notification (interrupt): with EVENT_IDX when the new index passed the
-    /// driver's <c>used_event</c>, otherwise unless the driver set <c>VIRTQ_AVAIL_F_NO_INTERRUPT</c>.
+    /// Makes every pushed used element visible to the driver (one release store of the used ring's idx) without
+    /// deciding about an interrupt: for polling drivers, or to publish early within a long batch.
     /// </summary>
-    public bool PublishUsed()
+    public void FlushUsed()
     {
-        ushort now = _hot.NextUsed;
-        ushort old = _hot.PublishedUsed;
         if (_hot.Halted)
         {
             ThrowIfDisposed();
-            return false;
+            return;
         }
 
-        if (now == old)
+        ushort now = _hot.NextUsed;
+        if (now != _hot.PublishedUsed)
+        {
+            // 2.7.8 (the device's mirror of 2.7.13.3): the used elements must be visible before the idx that
+            // publishes them. A release store orders every earlier store (the elements above) before it, on ARM64
+            // as on x86-64.
+            LittleEndian.VolatileWrite16(_used + SplitQueueLayout.RingIdxOffset, now);
+            _hot.PublishedUsed = now;
+        }
+    }
+
+    /// <summary>
+    /// Publishes every pushed used element (<see cref="FlushUsed"/>) and returns whether the driver must be sent a
+    /// used-buffer notification for what was published since the last decision: with EVENT_IDX when the used
+    /// index passed the driver's <c>used_event</c>, otherwise unless the driver set <c>VIRTQ_AVAIL_F_NO_INTERRUPT</c>.
+    /// </summary>
+    public bool PublishUsed()
+    {
+        FlushUsed();
+        ushort now = _hot.PublishedUsed;
+        ushort old = _hot.SignalledUsed;
+        if (now == old || _hot.Halted)
         {
             return false;
         }
 
-        // 2.7.8 (the device's mirror of 2.7.13.3): the used elements must be visible before the idx that
-        // publishes them. A release store orders every earlier store (the elements above) before it, on ARM64 as
-        // on x86-64.
-        LittleEndian.VolatileWrite16(_used + SplitQueueLayout.RingIdxOffset, now);
-        _hot.PublishedUsed = now;
+        _hot.SignalledUsed = now;
 
         // 2.7.7: the idx store must be globally visible before we read used_event/flags; otherwise the driver
         // can re-enable interrupts after our read and before seeing our idx, and both sides wait forever. Only a
@@ -742,6 +757,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         public ushort AvailIdxShadow; // the driver's idx as last read; _nextAvail == shadow means "look again"
         public ushort NextUsed; // used idx including pushed but unpublished elements
         public ushort PublishedUsed; // used idx last written to ring memory
+        public ushort SignalledUsed; // used idx at the last interrupt decision
         public ushort AvailEventWritten; // last value written to avail_event
         public ushort UsedFlagsShadow; // last value written to used->flags
         public int InFlight; // chains popped and not yet pushed

@@ -180,24 +180,43 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     }
 
     /// <summary>
-    /// Makes every added chain available to the device and returns whether the device must be notified
-    /// (<c>virtqueue_kick_prepare</c>): with EVENT_IDX when the new index passed the device's
-    /// <c>avail_event</c>, otherwise unless the device set <c>VIRTQ_USED_F_NO_NOTIFY</c>.
+    /// Makes every added chain available to the device (one release store of the available ring's idx) without
+    /// the kick decision: what a polling driver does after each add, like Linux's <c>virtqueue_add</c>.
+    /// </summary>
+    public void PublishAvailable()
+    {
+        if (_hot.Halted)
+        {
+            ThrowIfDisposed();
+            return;
+        }
+
+        ushort now = _hot.AvailShadow;
+        if (now != _hot.AvailPublished)
+        {
+            // 2.7.13.3: descriptors and ring entries before idx. The release store orders every earlier store
+            // before it (x86-64: plain store; ARM64: stlr).
+            LittleEndian.VolatileWrite16(_avail + SplitQueueLayout.RingIdxOffset, now);
+            _hot.AvailPublished = now;
+        }
+    }
+
+    /// <summary>
+    /// Makes every added chain available (<see cref="PublishAvailable"/>) and returns whether the device must be
+    /// notified of what was published since the last decision (<c>virtqueue_kick_prepare</c>): with EVENT_IDX when
+    /// the new index passed the device's <c>avail_event</c>, otherwise unless the device set <c>VIRTQ_USED_F_NO_NOTIFY</c>.
     /// </summary>
     public bool Publish()
     {
-        ushort now = _hot.AvailShadow;
-        ushort old = _hot.AvailPublished;
+        PublishAvailable();
+        ushort now = _hot.AvailPublished;
+        ushort old = _hot.AvailKicked;
         if (now == old || _hot.Halted)
         {
-            ThrowIfDisposed();
             return false;
         }
 
-        // 2.7.13.3: descriptors and ring entries before idx. The release store orders every earlier store before
-        // it (x86-64: plain store; ARM64: stlr).
-        LittleEndian.VolatileWrite16(_avail + SplitQueueLayout.RingIdxOffset, now);
-        _hot.AvailPublished = now;
+        _hot.AvailKicked = now;
 
         // 2.7.13.4: the idx store must be visible before we read the device's flags/avail_event; store-load order
         // needs a full barrier on every architecture.
@@ -412,6 +431,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         _hot.InFlight = 0;
         _hot.AvailShadow = 0;
         _hot.AvailPublished = 0;
+        _hot.AvailKicked = 0;
         _hot.LastUsed = 0;
         _hot.UsedIdxShadow = 0;
         _hot.UsedEventWritten = 0;

@@ -256,4 +256,25 @@ public class DeviceModelSuite
             Assert.Equal(3, token);
         }
     }
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void Publishing_without_a_decision_still_leaves_the_decision_to_cover_it(VirtqueueFormat format)
+    {
+        foreach (VirtqueueFeatures features in new[] { VirtqueueFeatures.None, VirtqueueFeatures.EventIndex })
+        {
+            using var pair = new QueuePair(format, 8, features);
+            Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 1));
+            pair.Driver.PublishAvailable();
+            Assert.True(pair.Device.TryPop(out DescriptorChain c)); // visible without a kick decision
+            Assert.True(pair.Driver.Publish());                      // the decision still covers it
+
+            pair.Device.PushUsed(c.Id, 0);
+            pair.Device.FlushUsed();
+            Assert.True(pair.Driver.TryGetUsed(out int token, out _)); // visible without an interrupt decision
+            Assert.Equal(1, token);
+            Assert.True(pair.Device.PublishUsed());                   // and the decision covers it
+            Assert.False(pair.Device.PublishUsed());                  // once
+        }
+    }
 }
