@@ -8,10 +8,9 @@
 //
 //   dotnet run -c Release --project benchmarks/Virtio.PingPong -- [--ring split|packed] [--ring-size 256]
 //       [--run-cycles 10000000] [--batch 1] [--outstanding N] [--sleep] [--host-affinity H] [--guest-affinity G]
+//       [--relax N (spin N pause iterations when a poll finds nothing; ringtest's --relax analogue, default 0)]
 using System;
-using System.Diagnostics;
 using System.Globalization;
-using System.Threading;
 using Virtio.PingPong;
 using Virtio.Ring;
 using Virtio.Ring.Packed;
@@ -25,6 +24,7 @@ int maxOutstanding = int.MaxValue;
 bool sleep = false;
 int hostCpu = -1;
 int guestCpu = -1;
+int relax = 0;
 for (int i = 0; i < args.Length; i++)
 {
     string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -39,6 +39,7 @@ for (int i = 0; i < args.Length; i++)
         case "--sleep": sleep = true; break;
         case "--host-affinity": hostCpu = NextInt(); break;
         case "--guest-affinity": guestCpu = NextInt(); break;
+        case "--relax": relax = NextInt(); break;
         case "--help":
             Console.WriteLine("options: --ring split|packed --ring-size R --run-cycles C --batch B --outstanding O --sleep --host-affinity H --guest-affinity G");
             return 0;
@@ -68,148 +69,17 @@ if (!VirtqueueDevice.TryAttach(memory, addresses, features, out VirtqueueDevice?
     return 1;
 }
 
-int kickFd = sleep ? LinuxThreads.CreateEventFd() : -1;
-int callFd = sleep ? LinuxThreads.CreateEventFd() : -1;
-GuestRange[] buffer = [new GuestRange(0x80_0000, 0)]; // ringtest's add_inbuf(0, ...): an empty device-writable buffer
-using var start = new Barrier(3);
-string? failure = null;
+var run = new PingPongRun(driver, device, sleep, batch, maxOutstanding, relax);
 
-var guest = new Thread(() =>
-{
-    if (guestCpu >= 0)
-    {
-        LinuxThreads.PinCurrentThread(guestCpu);
-    }
-
-    if (!sleep)
-    {
-        driver.DisableUsedNotifications(); // polling: leave the device's view of our events alone
-    }
-
-    start.SignalAndWait();
-    int started = 0;
-    int completed = 0;
-    int toKick = batch;
-    while (true)
-    {
-        if (sleep)
-        {
-            driver.DisableUsedNotifications();
-        }
-
-        bool progress;
-        do
-        {
-            progress = false;
-            if (started < runCycles && started - completed < maxOutstanding && driver.TryAdd([], buffer, started))
-            {
-                driver.PublishAvailable();
-                started++;
-                progress = true;
-                if (--toKick == 0)
-                {
-                    toKick = batch;
-                    if (sleep && driver.Publish())
-                    {
-                        LinuxThreads.Signal(kickFd);
-                    }
-                }
-            }
-
-            if (driver.TryGetUsed(out _, out _))
-            {
-                if (++completed == runCycles)
-                {
-                    return;
-                }
-
-                progress = true;
-            }
-        }
-        while (progress);
-
-        if (driver.Error != QueueError.None)
-        {
-            failure = $"driver: {driver.Error}";
-            return;
-        }
-
-        if (sleep)
-        {
-            if (sleep && driver.Publish())
-            {
-                LinuxThreads.Signal(kickFd); // a partial batch must not wait forever
-            }
-
-            if (!driver.EnableUsedNotifications())
-            {
-                LinuxThreads.Wait(callFd);
-            }
-        }
-    }
-}) { Name = "guest" };
-
-var host = new Thread(() =>
-{
-    if (hostCpu >= 0)
-    {
-        LinuxThreads.PinCurrentThread(hostCpu);
-    }
-
-    if (!sleep)
-    {
-        device.DisableNotifications();
-    }
-
-    start.SignalAndWait();
-    int completed = 0;
-    while (true)
-    {
-        if (sleep)
-        {
-            if (!device.EnableNotifications())
-            {
-                LinuxThreads.Wait(kickFd);
-            }
-
-            device.DisableNotifications();
-        }
-
-        while (device.TryPop(out DescriptorChain chain))
-        {
-            device.PushUsed(chain.Id, 0);
-            device.FlushUsed();
-            if (sleep && device.PublishUsed())
-            {
-                LinuxThreads.Signal(callFd);
-            }
-
-            if (++completed == runCycles)
-            {
-                return;
-            }
-        }
-
-        if (device.IsBroken)
-        {
-            failure = $"device: {device.Error}";
-            return;
-        }
-    }
-}) { Name = "host" };
-
-guest.Start();
-host.Start();
-start.SignalAndWait();
-var clock = Stopwatch.StartNew();
-guest.Join();
-host.Join();
-clock.Stop();
+// Warm up first (untimed), so the timed run measures steady-state code, not the JIT's tiers: ringtest's C code is
+// optimised from its first instruction, ours is after a few hundred thousand buffers.
+run.Exchange(Math.Min(runCycles, 2_000_000), guestCpu, hostCpu);
+TimeSpan elapsed = run.Exchange(runCycles, guestCpu, hostCpu);
+string? failure = run.Failure;
 device.Dispose();
-
-double ns = clock.Elapsed.TotalNanoseconds / runCycles;
+double ns = elapsed.TotalNanoseconds / runCycles;
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-    $"ring={ring} ring-size={ringSize} run-cycles={runCycles} batch={batch} sleep={sleep} elapsed_ms={clock.Elapsed.TotalMilliseconds:F1} ns_per_buffer={ns:F2}{(failure is null ? "" : " error=" + failure)}"));
+    $"ring={ring} ring-size={ringSize} run-cycles={runCycles} batch={batch} sleep={sleep} elapsed_ms={elapsed.TotalMilliseconds:F1} ns_per_buffer={ns:F2}{(failure is null ? "" : " error=" + failure)}"));
 return failure is null ? 0 : 1;
 
 static VirtqueueAddresses FromSplit(SplitQueueLayout l) => new(l.QueueSize, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);

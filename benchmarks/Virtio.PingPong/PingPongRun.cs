@@ -1,0 +1,179 @@
+using System;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Threading;
+using Virtio.Ring;
+
+namespace Virtio.PingPong;
+
+/// <summary>
+/// ringtest's run_guest and run_host (tools/virtio/ringtest/main.c) over our queues: the guest adds one empty
+/// device-writable buffer at a time (publishing it at once, as ringtest's add_inbuf does), kicks every
+/// <c>batch</c> buffers when sleeping, and takes used buffers back; the host pops with full validation, pushes,
+/// publishes each used buffer, and calls when sleeping. Without <c>--sleep</c> both sides poll.
+/// </summary>
+internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice device, bool sleep, int batch, int maxOutstanding, int relax)
+{
+    private static readonly GuestRange[] Buffer = [new GuestRange(0x80_0000, 0)]; // add_inbuf(0, ...): empty
+    private readonly int _kickFd = sleep ? LinuxThreads.CreateEventFd() : -1;
+    private readonly int _callFd = sleep ? LinuxThreads.CreateEventFd() : -1;
+
+    public string? Failure { get; private set; }
+
+    /// <summary>Runs one exchange of <paramref name="cycles"/> buffers and returns its wall time.</summary>
+    public TimeSpan Exchange(int cycles, int guestCpu, int hostCpu)
+    {
+        using var start = new Barrier(3);
+        var guest = new Thread(() =>
+        {
+            Pin(guestCpu);
+            start.SignalAndWait();
+            Failure ??= RunGuest(cycles);
+        }) { Name = "guest" };
+        var host = new Thread(() =>
+        {
+            Pin(hostCpu);
+            start.SignalAndWait();
+            Failure ??= RunHost(cycles);
+        }) { Name = "host" };
+        guest.Start();
+        host.Start();
+        start.SignalAndWait();
+        var clock = Stopwatch.StartNew();
+        guest.Join();
+        host.Join();
+        return clock.Elapsed;
+    }
+
+    private static void Pin(int cpu)
+    {
+        if (cpu >= 0)
+        {
+            LinuxThreads.PinCurrentThread(cpu);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private string? RunGuest(int cycles)
+    {
+        if (!sleep)
+        {
+            driver.DisableUsedNotifications(); // polling: leave the device's view of our events alone
+        }
+
+        int started = 0;
+        int completed = 0;
+        int toKick = batch;
+        while (true)
+        {
+            if (sleep)
+            {
+                driver.DisableUsedNotifications();
+            }
+
+            bool progress;
+            do
+            {
+                progress = false;
+                if (started < cycles && started - completed < maxOutstanding && driver.TryAdd([], Buffer, started))
+                {
+                    driver.PublishAvailable();
+                    started++;
+                    progress = true;
+                    if (--toKick == 0)
+                    {
+                        toKick = batch;
+                        if (sleep && driver.Publish())
+                        {
+                            LinuxThreads.Signal(_kickFd);
+                        }
+                    }
+                }
+
+                if (driver.TryGetUsed(out _, out _))
+                {
+                    if (++completed == cycles)
+                    {
+                        return null;
+                    }
+
+                    progress = true;
+                }
+            }
+            while (progress);
+
+            if (driver.Error != QueueError.None)
+            {
+                return $"driver: {driver.Error}";
+            }
+
+            if (!sleep)
+            {
+                if (relax > 0)
+                {
+                    Thread.SpinWait(relax);
+                }
+
+                continue;
+            }
+
+            if (driver.Publish())
+            {
+                LinuxThreads.Signal(_kickFd); // a partial batch must not wait forever
+            }
+
+            if (!driver.EnableUsedNotifications())
+            {
+                LinuxThreads.Wait(_callFd);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private string? RunHost(int cycles)
+    {
+        if (!sleep)
+        {
+            device.DisableNotifications();
+        }
+
+        int completed = 0;
+        while (true)
+        {
+            if (sleep)
+            {
+                if (!device.EnableNotifications())
+                {
+                    LinuxThreads.Wait(_kickFd);
+                }
+
+                device.DisableNotifications();
+            }
+
+            while (device.TryPop(out DescriptorChain chain))
+            {
+                device.PushUsed(chain.Id, 0);
+                device.FlushUsed();
+                if (sleep && device.PublishUsed())
+                {
+                    LinuxThreads.Signal(_callFd);
+                }
+
+                if (++completed == cycles)
+                {
+                    return null;
+                }
+            }
+
+            if (device.IsBroken)
+            {
+                return $"device: {device.Error}";
+            }
+
+            if (relax > 0)
+            {
+                Thread.SpinWait(relax);
+            }
+        }
+    }
+}
