@@ -6,6 +6,11 @@
 // push used, publish, optionally call). --sleep uses eventfds for kicks and calls exactly like ringtest; without it
 // both threads poll. Prints the wall time of the exchange and ns per buffer.
 //
+// The same program runs one side of a queue in its own process over a shared-memory file (RingPeer.cs):
+//   Virtio.PingPong peer driver --ring split|packed --qsize N --count C --out-bytes B --in-bytes B --segments S
+//       --outstanding O --features EVENT_IDX,INDIRECT_DESC,IN_ORDER [--legacy] [--gpa-base 0x..] --timeout S
+//   Virtio.PingPong peer device RING ... (the driver's first line)
+//
 //   dotnet run -c Release --project benchmarks/Virtio.PingPong -- [--ring split|packed] [--ring-size 256]
 //       [--run-cycles 10000000] [--batch 1] [--outstanding N] [--sleep] [--host-affinity H] [--guest-affinity G]
 //       [--relax N (spin N pause iterations when a poll finds nothing; ringtest's --relax analogue, default 0)]
@@ -15,6 +20,11 @@ using Virtio.PingPong;
 using Virtio.Ring;
 using Virtio.Ring.Packed;
 using Virtio.Ring.Split;
+
+if (args.Length > 0 && args[0] == "peer")
+{
+    return RingPeer.Run(args[1..]);
+}
 
 string ring = "split";
 int ringSize = 256;

@@ -1,0 +1,325 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.IO.MemoryMappedFiles;
+using System.Linq;
+using Virtio.Ring;
+using Virtio.Ring.Packed;
+using Virtio.Ring.Split;
+
+namespace Virtio.PingPong;
+
+/// <summary>
+/// One side of a queue in its own process, over a shared-memory file, so our driver or our device can be paired
+/// with another implementation. Guest physical address = <c>gpa_base</c> + file offset.
+/// <list type="bullet">
+/// <item><c>peer driver</c> creates the file, places the rings, prints one <c>RING ...</c> line, then sends
+/// <c>--count</c> buffers whose readable bytes carry a pattern of (buffer number, byte index), checks every
+/// returned buffer and prints <c>DONE count=C errors=E ns_per_buffer=X</c>; exit 0 only if all came back intact.</item>
+/// <item><c>peer device RING ...</c> (the driver's line, as arguments or on standard input) maps the file and
+/// attaches to the rings as they are, from the reset state, without writing ring memory; it copies each chain's
+/// readable bytes into its writable bytes and returns the bytes written. A peer that breaks the rules ends it
+/// with <c>BROKEN error=...</c> and exit code 3, never a crash.</item>
+/// </list>
+/// Both sides poll; notification suppression fields are still maintained as the spec says.
+/// </summary>
+internal static class RingPeer
+{
+    private const ulong RingOffset = 0x1000;
+
+    public static int Run(string[] args)
+    {
+        if (args.Length == 0 || args[0] is not ("driver" or "device"))
+        {
+            Console.Error.WriteLine("usage: peer driver [options] | peer device RING ... [--count C] [--timeout S]");
+            return 2;
+        }
+
+        try
+        {
+            return args[0] == "driver" ? RunDriver(args[1..]) : RunDevice(args[1..]);
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or IOException)
+        {
+            Console.Error.WriteLine($"peer: {e.Message}");
+            return 2;
+        }
+    }
+
+    /// <summary>Byte <paramref name="index"/> of buffer <paramref name="number"/>'s readable data.</summary>
+    public static byte Pattern(int number, int index) => (byte)((number * 131) + (index * 7) + (index >> 8) + 1);
+
+    private static int RunDriver(string[] args)
+    {
+        var o = Options.Parse(args);
+        string ring = o.Get("ring", "split");
+        int qsize = o.GetInt("qsize", 256);
+        int count = o.GetInt("count", 100_000);
+        int outBytes = o.GetInt("out-bytes", 64);
+        int inBytes = o.GetInt("in-bytes", 64);
+        int segments = Math.Max(1, o.GetInt("segments", 1));
+        int outstanding = Math.Min(o.GetInt("outstanding", qsize), qsize);
+        int timeout = o.GetInt("timeout", 60);
+        ulong gpaBase = o.GetHex("gpa-base", 0);
+        bool legacy = o.Has("legacy");
+        string[] featureNames = o.Get("features", "EVENT_IDX").Split(',', StringSplitOptions.RemoveEmptyEntries);
+        string path = o.Get("file", Path.Combine(Path.GetTempPath(), $"virtio-ring-{Environment.ProcessId}.bin"));
+
+        bool packed = ring == "packed";
+        ulong features = FeatureBits(featureNames, packed);
+        int slotBytes = (int)Align((ulong)(outBytes + inBytes), 64);
+        ulong ringBytes = packed ? PackedQueueLayout.CompactTotalBytes(qsize) : SplitQueueLayout.LegacyTotalBytes(qsize);
+        ulong poolOffset = Align(RingOffset + ringBytes, 4096);
+        int poolEntries = Math.Max(2, 2 * segments);
+        ulong poolBytes = IndirectDescriptorPool.BytesFor(qsize, poolEntries);
+        ulong dataOffset = Align(poolOffset + poolBytes, 4096);
+        ulong size = Align(dataOffset + ((ulong)outstanding * (ulong)slotBytes), 4096);
+
+        using var file = MemoryMappedFile.CreateFromFile(path, FileMode.Create, null, (long)size);
+        using GuestMemory memory = Map(file, gpaBase, size);
+        VirtqueueAddresses a = packed
+            ? FromPacked(PackedQueueLayout.Compact(gpaBase + RingOffset, qsize))
+            : legacy ? FromSplit(SplitQueueLayout.Legacy(gpaBase + RingOffset, qsize)) : FromSplit(SplitQueueLayout.Compact(gpaBase + RingOffset, qsize));
+        using var pool = new IndirectDescriptorPool(memory, gpaBase + poolOffset, qsize, poolEntries);
+        using var driver = new VirtqueueDriver<int>(memory, a, features, pool);
+
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"RING {ring} qsize={qsize} desc=0x{a.DescriptorAreaAddress:x} driver=0x{a.DriverAreaAddress:x} device=0x{a.DeviceAreaAddress:x} features={string.Join(',', featureNames)} gpa_base=0x{gpaBase:x} size={size} file={path}"));
+        Console.Out.Flush();
+
+        var free = new Stack<int>(Enumerable.Range(0, outstanding).Reverse());
+        var numberOf = new int[outstanding];
+        int readableSegments = Math.Max(1, segments / 2);
+        int writableSegments = Math.Max(1, segments - readableSegments);
+        var readable = new GuestRange[readableSegments];
+        var writable = new GuestRange[writableSegments];
+        int sent = 0;
+        int received = 0;
+        int errors = 0;
+        var clock = Stopwatch.StartNew();
+        Stopwatch? sinceFirst = null; // ns per buffer counts from the first buffer back, not from the device's start-up
+        while (received < count)
+        {
+            if (clock.Elapsed.TotalSeconds > timeout)
+            {
+                Console.WriteLine($"DONE count={received} errors={errors + (count - received)} ns_per_buffer=0 timeout=true");
+                return 1;
+            }
+
+            while (sent < count && free.Count > 0)
+            {
+                int slot = free.Peek();
+                ulong slotGpa = gpaBase + dataOffset + ((ulong)slot * (ulong)slotBytes);
+                memory.TryGetSpan(slotGpa, outBytes, out Span<byte> data);
+                for (int i = 0; i < outBytes; i++)
+                {
+                    data[i] = Pattern(sent, i);
+                }
+
+                Split(readable, slotGpa, outBytes);
+                Split(writable, slotGpa + (ulong)outBytes, inBytes);
+                if (!driver.TryAdd(readable, writable, slot))
+                {
+                    break;
+                }
+
+                free.Pop();
+                numberOf[slot] = sent++;
+            }
+
+            driver.Publish();
+            while (driver.TryGetUsed(out int slot, out uint length))
+            {
+                int number = numberOf[slot];
+                int expected = Math.Min(outBytes, inBytes);
+                memory.TryGetSpan(gpaBase + dataOffset + ((ulong)slot * (ulong)slotBytes) + (ulong)outBytes, inBytes, out Span<byte> back);
+                bool ok = length == (uint)expected;
+                for (int i = 0; ok && i < expected; i++)
+                {
+                    ok = back[i] == Pattern(number, i);
+                }
+
+                errors += ok ? 0 : 1;
+                back.Clear();
+                free.Push(slot);
+                received++;
+                sinceFirst ??= Stopwatch.StartNew();
+            }
+
+            if (driver.Error != QueueError.None)
+            {
+                Console.WriteLine($"DONE count={received} errors={errors + (count - received)} ns_per_buffer=0 broken={driver.Error}");
+                return 1;
+            }
+        }
+
+        double ns = count > 1 ? sinceFirst!.Elapsed.TotalNanoseconds / (count - 1) : 0;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"DONE count={received} errors={errors} ns_per_buffer={ns:F1}"));
+        return errors == 0 ? 0 : 1;
+    }
+
+    private static int RunDevice(string[] args)
+    {
+        // The RING line comes as arguments (after "device") or, if absent, as the first line of standard input.
+        var tokens = new List<string>(args);
+        if (!tokens.Contains("RING"))
+        {
+            tokens.InsertRange(0, (Console.ReadLine() ?? string.Empty).Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        }
+
+        int at = tokens.IndexOf("RING");
+        if (at < 0 || at + 1 >= tokens.Count)
+        {
+            throw new ArgumentException("no RING line");
+        }
+
+        bool packed = tokens[at + 1] == "packed";
+        var ringKeys = tokens.Skip(at + 2).Where(t => t.Contains('=', StringComparison.Ordinal))
+            .Select(t => t.Split('=', 2)).ToDictionary(p => p[0], p => p[1], StringComparer.Ordinal);
+        var o = Options.Parse(tokens.ToArray());
+        int count = o.GetInt("count", int.MaxValue);
+        int timeout = o.GetInt("timeout", 60);
+
+        int qsize = int.Parse(ringKeys["qsize"], CultureInfo.InvariantCulture);
+        ulong gpaBase = ParseHex(ringKeys["gpa_base"]);
+        ulong size = ulong.Parse(ringKeys["size"], CultureInfo.InvariantCulture);
+        string[] featureNames = ringKeys.TryGetValue("features", out string? f) ? f.Split(',', StringSplitOptions.RemoveEmptyEntries) : [];
+        var addresses = new VirtqueueAddresses(qsize, ParseHex(ringKeys["desc"]), ParseHex(ringKeys["driver"]), ParseHex(ringKeys["device"]));
+
+        using var file = MemoryMappedFile.CreateFromFile(ringKeys["file"], FileMode.Open, null, 0);
+        using GuestMemory memory = Map(file, gpaBase, size);
+        if (!VirtqueueDevice.TryAttach(memory, addresses, FeatureBits(featureNames, packed), out VirtqueueDevice? device, out QueueError attachError))
+        {
+            Console.WriteLine($"BROKEN error={attachError}");
+            return 3;
+        }
+
+        using (device)
+        {
+            Span<byte> scratch = new byte[1 << 20];
+            int served = 0;
+            var clock = Stopwatch.StartNew();
+            while (served < count)
+            {
+                bool any = false;
+                while (served < count && device.TryPop(out DescriptorChain chain))
+                {
+                    any = true;
+                    int n = chain.CopyReadableTo(scratch);
+                    int written = chain.CopyToWritable(scratch[..n]);
+                    device.PushUsed(chain.Id, (uint)written);
+                    served++;
+                }
+
+                device.PublishUsed();
+                if (device.IsBroken)
+                {
+                    Console.WriteLine($"BROKEN error={device.Error} detail=0x{device.ErrorDetail:x} served={served}");
+                    return 3;
+                }
+
+                if (any)
+                {
+                    clock.Restart();
+                }
+                else if (clock.Elapsed.TotalSeconds > timeout)
+                {
+                    // Idle for the whole timeout: the driver is done (exit 0) or never came (exit 1).
+                    Console.WriteLine($"IDLE served={served}");
+                    return served > 0 ? 0 : 1;
+                }
+            }
+
+            Console.WriteLine($"SERVED count={served}");
+            return 0;
+        }
+    }
+
+    private static unsafe GuestMemory Map(MemoryMappedFile file, ulong gpaBase, ulong size)
+    {
+        MemoryMappedViewAccessor view = file.CreateViewAccessor(0, (long)size);
+        byte* p = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+        var owner = new ViewOwner(view);
+        return new GuestMemoryBuilder().AttachRegion(gpaBase, (nint)(p + view.PointerOffset), size, owner).Build();
+    }
+
+    private static ulong FeatureBits(string[] names, bool packed)
+    {
+        ulong bits = 1UL << VirtioFeatureBits.Version1;
+        bits |= packed ? 1UL << VirtioFeatureBits.RingPacked : 0;
+        foreach (string name in names)
+        {
+            bits |= name switch
+            {
+                "EVENT_IDX" => 1UL << VirtioFeatureBits.EventIdx,
+                "INDIRECT_DESC" => 1UL << VirtioFeatureBits.IndirectDesc,
+                "IN_ORDER" => 1UL << VirtioFeatureBits.InOrder,
+                _ => throw new ArgumentException($"unknown feature {name}"),
+            };
+        }
+
+        return bits;
+    }
+
+    private static void Split(GuestRange[] ranges, ulong gpa, int bytes)
+    {
+        int per = bytes / ranges.Length;
+        for (int i = 0; i < ranges.Length; i++)
+        {
+            int length = i == ranges.Length - 1 ? bytes - (per * i) : per;
+            ranges[i] = new GuestRange(gpa + (ulong)(per * i), (uint)length);
+        }
+    }
+
+    private static ulong Align(ulong value, ulong align) => (value + align - 1) & ~(align - 1);
+
+    private static ulong ParseHex(string s) =>
+        ulong.Parse(s.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? s[2..] : s, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+
+    private static VirtqueueAddresses FromSplit(SplitQueueLayout l) => new(l.QueueSize, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
+
+    private static VirtqueueAddresses FromPacked(PackedQueueLayout l) => new(l.QueueSize, l.DescriptorRingAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
+
+    private sealed class ViewOwner(MemoryMappedViewAccessor view) : IDisposable
+    {
+        public void Dispose()
+        {
+            view.SafeMemoryMappedViewHandle.ReleasePointer();
+            view.Dispose();
+        }
+    }
+
+    private sealed class Options
+    {
+        private readonly Dictionary<string, string?> _values = new(StringComparer.Ordinal);
+
+        public static Options Parse(string[] args)
+        {
+            var o = new Options();
+            for (int i = 0; i < args.Length; i++)
+            {
+                if (!args[i].StartsWith("--", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                string key = args[i][2..];
+                string? value = i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : null;
+                o._values[key] = value;
+            }
+
+            return o;
+        }
+
+        public bool Has(string key) => _values.ContainsKey(key);
+
+        public string Get(string key, string fallback) => _values.TryGetValue(key, out string? v) && v is not null ? v : fallback;
+
+        public int GetInt(string key, int fallback) => _values.TryGetValue(key, out string? v) && v is not null ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
+
+        public ulong GetHex(string key, ulong fallback) => _values.TryGetValue(key, out string? v) && v is not null ? ParseHex(v) : fallback;
+    }
+}
