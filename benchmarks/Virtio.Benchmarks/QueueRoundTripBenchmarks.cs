@@ -9,7 +9,8 @@ namespace Virtio.Benchmarks;
 /// <summary>
 /// Driver and device alternating on one thread through the format-independent API, per buffer: driver add,
 /// kick decision (per 32), device pop + push, publish + interrupt decision (per 32), driver get used. Split and
-/// packed side by side in one run, so their ratio is meaningful on a noisy machine.
+/// packed side by side in one run, so their ratio is meaningful on a noisy machine. With Indirect a multi-buffer
+/// chain costs one ring descriptor and a table from the pool.
 /// </summary>
 [MemoryDiagnoser]
 public class QueueRoundTripBenchmarks
@@ -27,8 +28,11 @@ public class QueueRoundTripBenchmarks
     [Params(VirtqueueFormat.Split, VirtqueueFormat.Packed)]
     public VirtqueueFormat Format { get; set; }
 
-    [Params(1, 4)]
+    [Params(1, 4, 16)]
     public int Descriptors { get; set; }
+
+    [Params(false, true)]
+    public bool Indirect { get; set; }
 
     [Params(false, true)]
     public bool EventIdx { get; set; }
@@ -39,6 +43,7 @@ public class QueueRoundTripBenchmarks
         _memory = GuestMemory.Allocate(16UL << 20);
         ulong features = 1UL << VirtioFeatureBits.Version1;
         features |= EventIdx ? 1UL << VirtioFeatureBits.EventIdx : 0;
+        features |= Indirect ? 1UL << VirtioFeatureBits.IndirectDesc : 0;
         VirtqueueAddresses addresses;
         if (Format == VirtqueueFormat.Packed)
         {
