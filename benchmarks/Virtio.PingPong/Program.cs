@@ -18,8 +18,6 @@ using System;
 using System.Globalization;
 using Virtio.PingPong;
 using Virtio.Ring;
-using Virtio.Ring.Packed;
-using Virtio.Ring.Split;
 
 if (args.Length > 0 && args[0] == "peer")
 {
@@ -69,9 +67,7 @@ if (!packed && ring != "split")
 // EVENT_IDX, as ringtest's virtio_ring_0_9 and ring use their event indices for kick and call decisions.
 ulong features = (1UL << VirtioFeatureBits.Version1) | (1UL << VirtioFeatureBits.EventIdx) | (packed ? 1UL << VirtioFeatureBits.RingPacked : 0);
 using GuestMemory memory = GuestMemory.Allocate(16UL << 20);
-VirtqueueAddresses addresses = packed
-    ? FromPacked(PackedQueueLayout.Compact(0x1000, ringSize))
-    : FromSplit(SplitQueueLayout.Compact(0x1000, ringSize));
+VirtqueueAddresses addresses = VirtqueueAddresses.Compact(packed ? VirtqueueFormat.Packed : VirtqueueFormat.Split, 0x1000, ringSize);
 using var driver = new VirtqueueDriver<int>(memory, addresses, features);
 if (!VirtqueueDevice.TryAttach(memory, addresses, features, out VirtqueueDevice? device, out QueueError error))
 {
@@ -91,7 +87,3 @@ double ns = elapsed.TotalNanoseconds / runCycles;
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
     $"ring={ring} ring-size={ringSize} run-cycles={runCycles} batch={batch} sleep={sleep} elapsed_ms={elapsed.TotalMilliseconds:F1} ns_per_buffer={ns:F2}{(failure is null ? "" : " error=" + failure)}"));
 return failure is null ? 0 : 1;
-
-static VirtqueueAddresses FromSplit(SplitQueueLayout l) => new(l.QueueSize, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
-
-static VirtqueueAddresses FromPacked(PackedQueueLayout l) => new(l.QueueSize, l.DescriptorRingAddress, l.DriverAreaAddress, l.DeviceAreaAddress);

@@ -80,8 +80,8 @@ internal static class RingPeer
         using var file = MemoryMappedFile.CreateFromFile(path, FileMode.Create, null, (long)size);
         using GuestMemory memory = Map(file, gpaBase, size);
         VirtqueueAddresses a = packed
-            ? FromPacked(PackedQueueLayout.Compact(gpaBase + RingOffset, qsize))
-            : legacy ? FromSplit(SplitQueueLayout.Legacy(gpaBase + RingOffset, qsize)) : FromSplit(SplitQueueLayout.Compact(gpaBase + RingOffset, qsize));
+            ? VirtqueueAddresses.From(PackedQueueLayout.Compact(gpaBase + RingOffset, qsize))
+            : legacy ? VirtqueueAddresses.From(SplitQueueLayout.Legacy(gpaBase + RingOffset, qsize)) : VirtqueueAddresses.From(SplitQueueLayout.Compact(gpaBase + RingOffset, qsize));
         using var pool = new IndirectDescriptorPool(memory, gpaBase + poolOffset, qsize, poolEntries);
         using var driver = new VirtqueueDriver<int>(memory, a, features, pool);
 
@@ -278,10 +278,6 @@ internal static class RingPeer
 
     private static ulong ParseHex(string s) =>
         ulong.Parse(s.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? s[2..] : s, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-
-    private static VirtqueueAddresses FromSplit(SplitQueueLayout l) => new(l.QueueSize, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
-
-    private static VirtqueueAddresses FromPacked(PackedQueueLayout l) => new(l.QueueSize, l.DescriptorRingAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
 
     private sealed class ViewOwner(MemoryMappedViewAccessor view) : IDisposable
     {

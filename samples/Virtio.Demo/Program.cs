@@ -11,7 +11,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Threading;
 using Virtio.Ring;
-using Virtio.Ring.Packed;
 using Virtio.Ring.Split;
 
 int buffers = 2_000_000;
@@ -41,9 +40,7 @@ ulong features = (1UL << VirtioFeatureBits.Version1) | (1UL << VirtioFeatureBits
 
 // --- The VMM's guest memory and the queue the guest driver places in it (the three addresses a transport carries).
 using GuestMemory memory = GuestMemory.Allocate(64UL << 20);
-VirtqueueAddresses addresses = packed
-    ? FromPacked(PackedQueueLayout.Compact(RingBase, queueSize))
-    : FromSplit(SplitQueueLayout.Compact(RingBase, queueSize));
+VirtqueueAddresses addresses = VirtqueueAddresses.Compact(packed ? VirtqueueFormat.Packed : VirtqueueFormat.Split, RingBase, queueSize);
 using var pool = new IndirectDescriptorPool(memory, PoolBase, queueSize, 4);
 using var driver = new VirtqueueDriver<int>(memory, addresses, features, pool);
 
@@ -213,7 +210,3 @@ using (victim)
 }
 
 return failure is null ? 0 : 1;
-
-static VirtqueueAddresses FromSplit(SplitQueueLayout l) => new(l.QueueSize, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
-
-static VirtqueueAddresses FromPacked(PackedQueueLayout l) => new(l.QueueSize, l.DescriptorRingAddress, l.DriverAreaAddress, l.DeviceAreaAddress);

@@ -13,6 +13,23 @@ namespace Virtio.Ring;
 /// <param name="DeviceAreaAddress">Split: used ring; packed: device event suppression.</param>
 public readonly record struct VirtqueueAddresses(int QueueSize, ulong DescriptorAreaAddress, ulong DriverAreaAddress, ulong DeviceAreaAddress)
 {
+    /// <summary>The addresses of a split-ring layout.</summary>
+    public static VirtqueueAddresses From(in SplitQueueLayout layout) =>
+        new(layout.QueueSize, layout.DescriptorTableAddress, layout.DriverAreaAddress, layout.DeviceAreaAddress);
+
+    /// <summary>The addresses of a packed-ring layout.</summary>
+    public static VirtqueueAddresses From(in PackedQueueLayout layout) =>
+        new(layout.QueueSize, layout.DescriptorRingAddress, layout.DriverAreaAddress, layout.DeviceAreaAddress);
+
+    /// <summary>
+    /// A queue of <paramref name="format"/> with its parts packed one after another from a 16-aligned
+    /// <paramref name="baseAddress"/> (<see cref="SplitQueueLayout.Compact"/>, <see cref="PackedQueueLayout.Compact"/>).
+    /// </summary>
+    public static VirtqueueAddresses Compact(VirtqueueFormat format, ulong baseAddress, int queueSize) =>
+        format == VirtqueueFormat.Packed
+            ? From(PackedQueueLayout.Compact(baseAddress, queueSize))
+            : From(SplitQueueLayout.Compact(baseAddress, queueSize));
+
     /// <summary>The split-ring view of these addresses.</summary>
     public SplitQueueLayout AsSplit() => new(QueueSize, DescriptorAreaAddress, DriverAreaAddress, DeviceAreaAddress);
 

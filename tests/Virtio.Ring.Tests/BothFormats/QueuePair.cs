@@ -19,9 +19,7 @@ internal sealed class QueuePair : IDisposable
         BufferBase = AlignUp(poolBase + poolBytes, 4096);
         Memory = GuestMemory.Allocate(AlignUp(BufferBase + (64UL << 20), 4096));
         FeatureBits = ToBits(format, features);
-        Addresses = format == VirtqueueFormat.Packed
-            ? FromPacked(global::Virtio.Ring.Packed.PackedQueueLayout.Compact(RingBase, queueSize))
-            : FromSplit(global::Virtio.Ring.Split.SplitQueueLayout.Compact(RingBase, queueSize));
+        Addresses = VirtqueueAddresses.Compact(format, RingBase, queueSize);
         Pool = indirectTables == 0 ? null : new IndirectDescriptorPool(Memory, poolBase, indirectTables, indirectEntries);
         Driver = new VirtqueueDriver<int>(Memory, Addresses, FeatureBits, Pool);
         Assert.True(VirtqueueDevice.TryAttach(Memory, Addresses, FeatureBits, out VirtqueueDevice? device, out QueueError error), error.ToString());
@@ -77,12 +75,6 @@ internal sealed class QueuePair : IDisposable
         Pool?.Dispose();
         Memory.Dispose();
     }
-
-    private static VirtqueueAddresses FromSplit(global::Virtio.Ring.Split.SplitQueueLayout l) =>
-        new(l.QueueSize, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
-
-    private static VirtqueueAddresses FromPacked(global::Virtio.Ring.Packed.PackedQueueLayout l) =>
-        new(l.QueueSize, l.DescriptorRingAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
 
     private static ulong AlignUp(ulong v, ulong a) => (v + a - 1) & ~(a - 1);
 }

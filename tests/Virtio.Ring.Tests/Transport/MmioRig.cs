@@ -1,6 +1,4 @@
 using System;
-using Virtio.Ring.Packed;
-using Virtio.Ring.Split;
 using Virtio.Ring.Transport.Mmio;
 
 namespace Virtio.Ring.Tests.Transport;
@@ -35,9 +33,8 @@ internal sealed class MmioRig : IDisposable
     public bool SetupQueue0(int size = 32)
     {
         ulong features = Driver.NegotiatedFeatures;
-        VirtqueueAddresses addresses = (features & (1UL << VirtioFeatureBits.RingPacked)) != 0
-            ? FromPacked(PackedQueueLayout.Compact(RingBase, size))
-            : FromSplit(SplitQueueLayout.Compact(RingBase, size));
+        VirtqueueAddresses addresses = VirtqueueAddresses.Compact(
+            (features & (1UL << VirtioFeatureBits.RingPacked)) != 0 ? VirtqueueFormat.Packed : VirtqueueFormat.Split, RingBase, size);
         Queue?.Dispose();
         Queue = new VirtqueueDriver<int>(Memory, addresses, features);
         return Driver.SetupQueue(0, addresses);
@@ -96,7 +93,4 @@ internal sealed class MmioRig : IDisposable
         Memory.Dispose();
     }
 
-    private static VirtqueueAddresses FromSplit(SplitQueueLayout l) => new(l.QueueSize, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
-
-    private static VirtqueueAddresses FromPacked(PackedQueueLayout l) => new(l.QueueSize, l.DescriptorRingAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
 }
