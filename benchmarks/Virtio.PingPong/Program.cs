@@ -24,6 +24,11 @@ if (args.Length > 0 && args[0] == "peer")
     return RingPeer.Run(args[1..]);
 }
 
+if (args.Length > 0 && args[0] == "micro")
+{
+    return MicroSuite.Run(args[1..]);
+}
+
 string ring = "split";
 int ringSize = 256;
 int runCycles = 10_000_000;
