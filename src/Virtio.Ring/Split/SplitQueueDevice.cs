@@ -220,7 +220,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         ushort head = LittleEndian.Read16(_avail + SplitQueueLayout.RingEntriesOffset + (2 * (next & _mask)));
         _hot.NextAvail = (ushort)(next + 1);
         _hot.InFlight++;
-        if (!WalkChain(head, out chain))
+        if (!(head < _size && TryPopSingle(head, out chain)) && !WalkChain(head, out chain))
         {
             return false;
         }
@@ -521,6 +521,35 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     {
         LittleEndian.Write16(_availEvent, value);
         _hot.AvailEventWritten = value;
+    }
+
+    /// <summary>
+    /// Fast path for the most common chain, one direct descriptor: reads it once and, when it has neither NEXT
+    /// nor INDIRECT and translates, hands it out. Anything else (and every failure) goes to <see cref="WalkChain"/>,
+    /// which reads the chain again from the start and applies every rule; nothing is committed here on failure.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryPopSingle(ushort head, out DescriptorChain chain)
+    {
+        byte* desc = _descTable + ((nuint)head * SplitDescriptor.Size);
+        ushort flags = LittleEndian.Read16(desc + 12);
+        uint length = LittleEndian.Read32(desc + 8);
+        ulong address = LittleEndian.Read64(desc);
+        byte* host;
+        if ((flags & (SplitDescriptor.FlagNext | SplitDescriptor.FlagIndirect)) != 0
+            || length > int.MaxValue
+            || (host = _hot.Regions.Translate(_memory, address, length)) == null)
+        {
+            chain = default;
+            return false;
+        }
+
+        ChainSegmentRecord[] segments = _segments;
+        Debug.Assert(segments.Length >= 1, "room for one segment always");
+        segments[0] = new ChainSegmentRecord(address, host, (int)length);
+        bool readable = (flags & SplitDescriptor.FlagWrite) == 0;
+        chain = new DescriptorChain(head, segments.AsSpan(0, 1), readable ? 1 : 0, readable ? length : 0, readable ? 0 : length);
+        return true;
     }
 
     /// <summary>
