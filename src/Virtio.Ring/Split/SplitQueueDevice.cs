@@ -637,21 +637,6 @@ public sealed unsafe class SplitQueueDevice : IDisposable
                 readableBytes += length;
             }
 
-            if (totalBytes > uint.MaxValue)
-            {
-                error = QueueError.ChainLengthOverflow;
-                detail = totalBytes;
-                goto Failed;
-            }
-
-            // Indirect entries count towards the chain's length too (2.7.5.3.1: no chain longer than Q).
-            if (count == _size)
-            {
-                error = QueueError.ChainTooLong;
-                detail = head;
-                goto Failed;
-            }
-
             byte* host = _hot.Regions.Translate(_memory, address, length);
             if (host == null)
             {
@@ -662,6 +647,15 @@ public sealed unsafe class SplitQueueDevice : IDisposable
 
             if (count == segments.Length)
             {
+                // Indirect entries count towards the chain's length too (2.7.5.3.1: no chain longer than Q); the
+                // scratch never holds more than Q, so this check only runs when it is full.
+                if (count == _size)
+                {
+                    error = QueueError.ChainTooLong;
+                    detail = head;
+                    goto Failed;
+                }
+
                 segments = GrowSegments();
             }
 
@@ -680,6 +674,15 @@ public sealed unsafe class SplitQueueDevice : IDisposable
                 detail = index;
                 goto Failed;
             }
+        }
+
+        // Each length is below 2^31 and there are at most Q of them, so the sum cannot wrap a ulong; checking the
+        // 32-bit limit once here is the same rule as checking it per descriptor.
+        if (totalBytes > uint.MaxValue)
+        {
+            error = QueueError.ChainLengthOverflow;
+            detail = totalBytes;
+            goto Failed;
         }
 
         chain = new DescriptorChain(head, segments.AsSpan(0, count), readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
