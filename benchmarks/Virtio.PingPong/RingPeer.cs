@@ -41,7 +41,7 @@ internal static class RingPeer
         {
             return args[0] == "driver" ? RunDriver(args[1..]) : RunDevice(args[1..]);
         }
-        catch (Exception e) when (e is ArgumentException or FormatException or IOException)
+        catch (Exception e) when (e is ArgumentException or FormatException or IOException or KeyNotFoundException or OverflowException or UnauthorizedAccessException)
         {
             Console.Error.WriteLine($"peer: {e.Message}");
             return 2;
