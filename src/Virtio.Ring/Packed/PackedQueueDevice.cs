@@ -508,7 +508,6 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         ulong run = _hot.RunFlags;
         int runCount = _hot.RunCount;
         ushort flags = (ushort)run;
-        int slots = 0;
         int count = 0;
         int readable = 0;
         ulong totalBytes = 0;
@@ -518,19 +517,20 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         while (true)
         {
             // 2.8.17: no list longer than the queue (which also bounds a list that runs all the way round).
-            if (slots == _size)
+            // Every direct descriptor is one segment, so count is also the number of slots read so far.
+            if (count == _size)
             {
                 error = QueueError.ChainTooLong;
-                detail = (ulong)slots;
+                detail = (ulong)count;
                 goto Failed;
             }
 
             byte* desc = _ring + ((nuint)slot * PackedDescriptor.Size);
-            if (slots > 0)
+            if (count > 0)
             {
-                if (slots < runCount)
+                if (count < runCount)
                 {
-                    flags = (ushort)(run >> (16 * slots)); // scanned with the head: already checked available
+                    flags = (ushort)(run >> (16 * count)); // scanned with the head: already checked available
                 }
                 else
                 {
@@ -549,7 +549,6 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             ulong address = LittleEndian.Read64(desc);
             uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
             id = LittleEndian.Read16(desc + PackedDescriptor.IdOffset);
-            slots++;
             if (++slot == (uint)_size)
             {
                 slot = 0;
@@ -559,7 +558,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             if ((flags & PackedDescriptor.FlagIndirect) != 0)
             {
                 // 2.8.19: an indirect descriptor is a list of its own, never part of a NEXT list.
-                if (slots > 1 || (flags & PackedDescriptor.FlagNext) != 0)
+                if (count > 0 || (flags & PackedDescriptor.FlagNext) != 0)
                 {
                     error = QueueError.IndirectWithNext;
                     detail = slot;
@@ -590,13 +589,6 @@ public sealed unsafe class PackedQueueDevice : IDisposable
                 readableBytes += length;
             }
 
-            if (totalBytes > uint.MaxValue)
-            {
-                error = QueueError.ChainLengthOverflow;
-                detail = totalBytes;
-                goto Failed;
-            }
-
             byte* host = _hot.Regions.Translate(_memory, address, length);
             if (host == null)
             {
@@ -617,7 +609,15 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             }
         }
 
-        return CommitPop(id, slots, slot, wrap, runCount, run, segments.AsSpan(0, count), readable, readableBytes, totalBytes, out chain);
+        // Lengths are below 2^31 and at most Q of them: the sum cannot wrap, so one check after the walk suffices.
+        if (totalBytes > uint.MaxValue)
+        {
+            error = QueueError.ChainLengthOverflow;
+            detail = totalBytes;
+            goto Failed;
+        }
+
+        return CommitPop(id, count, slot, wrap, runCount, run, segments.AsSpan(0, count), readable, readableBytes, totalBytes, out chain);
 
     Failed:
         return Fail(error, detail);
