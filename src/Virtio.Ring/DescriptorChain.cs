@@ -2,7 +2,6 @@ using System;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Virtio.Ring.Internal;
-using Virtio.Ring.Split;
 
 namespace Virtio.Ring;
 

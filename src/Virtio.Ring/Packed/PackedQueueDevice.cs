@@ -6,7 +6,6 @@ using System.Runtime.InteropServices;
 using System.Threading;
 using Virtio.Ring.Internal;
 using Virtio.Ring.Memory;
-using Virtio.Ring.Split;
 
 namespace Virtio.Ring.Packed;
 

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Virtio.Ring.Split;
+namespace Virtio.Ring;
 
 /// <summary>
 /// One validated buffer of a popped chain, kept in the device's private memory: the guest wrote the descriptor,
