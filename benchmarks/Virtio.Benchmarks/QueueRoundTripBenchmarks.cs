@@ -15,7 +15,7 @@ namespace Virtio.Benchmarks;
 [MemoryDiagnoser]
 public class QueueRoundTripBenchmarks
 {
-    private const int Q = 256;
+    private const int Q = 1024; // room for a whole batch of 16-descriptor direct chains (32 x 16)
     private const int Batch = 32;
 
     private GuestMemory _memory = null!;
@@ -91,7 +91,10 @@ public class QueueRoundTripBenchmarks
         long sum = 0;
         for (int i = 0; i < Batch; i++)
         {
-            driver.TryAdd(_readable, _writable, i);
+            if (!driver.TryAdd(_readable, _writable, i))
+            {
+                ThrowRingFull();
+            }
         }
 
         sum += driver.Publish() ? 1 : 0;
@@ -108,4 +111,6 @@ public class QueueRoundTripBenchmarks
 
         return sum;
     }
+
+    private static void ThrowRingFull() => throw new InvalidOperationException("The ring is too small for a batch.");
 }
