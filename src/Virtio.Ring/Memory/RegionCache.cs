@@ -13,6 +13,15 @@ internal unsafe struct RegionCache
     private ulong _length;
     private byte* _host;
 
+    /// <summary>Guest physical address of the cached region (0 with length 0 before the first hit).</summary>
+    public readonly ulong Gpa => _gpa;
+
+    /// <summary>Length of the cached region; 0 means nothing is cached, so every range misses.</summary>
+    public readonly ulong Length => _length;
+
+    /// <summary>Host address of the cached region's first byte.</summary>
+    public readonly byte* Host => _host;
+
     /// <summary>Host address of a guest range inside one region, or null.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public byte* Translate(GuestMemory memory, ulong gpa, ulong length)

@@ -16,8 +16,14 @@ internal sealed class RingForge : IDisposable
     public const ulong MemorySize = 4 << 20;
 
     public RingForge(int queueSize, VirtqueueFeatures features = VirtqueueFeatures.None, ulong memorySize = MemorySize)
+        : this(GuestMemory.Allocate(memorySize), queueSize, features)
     {
-        Memory = GuestMemory.Allocate(memorySize);
+    }
+
+    /// <summary>A forge over memory the test built (several regions, say); the rings start at <see cref="RingBase"/>.</summary>
+    public RingForge(GuestMemory memory, int queueSize, VirtqueueFeatures features = VirtqueueFeatures.None)
+    {
+        Memory = memory;
         Layout = SplitQueueLayout.Compact(RingBase, queueSize);
         Features = features;
     }
@@ -39,7 +45,7 @@ internal sealed class RingForge : IDisposable
     public void WriteDescriptor(int index, ulong addr, uint len, ushort flags, ushort next = 0) =>
         WriteDescriptorAt(Layout.DescriptorTableAddress + (ulong)(16 * index), addr, len, flags, next);
 
-    public void WriteDescriptorAt(ulong gpa, ulong addr, uint len, ushort flags, ushort next)
+    public void WriteDescriptorAt(ulong gpa, ulong addr, uint len, ushort flags, ushort next = 0)
     {
         Span<byte> d = Span(gpa, 16);
         BinaryPrimitives.WriteUInt64LittleEndian(d, addr);
