@@ -1,6 +1,7 @@
 using System;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Virtio.Ring.Internal;
 
 namespace Virtio.Ring;
@@ -153,7 +154,8 @@ public readonly ref struct DescriptorChain
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Span<byte> AsSpan(in ChainSegmentRecord s) => new(s.Host, s.Length);
+    private static unsafe Span<byte> AsSpan(in ChainSegmentRecord s) =>
+        MemoryMarshal.CreateSpan(ref Unsafe.AsRef<byte>(s.Host), s.Length); // Length was validated non-negative
 
     /// <summary>Enumerates a chain's device-readable buffers as read-only spans.</summary>
     public readonly ref struct ReadableSegments

@@ -589,8 +589,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     /// compares it with <c>next</c>. A predicted branch lets the CPU start the following descriptor's loads at
     /// once, where a data dependency would serialise every descriptor behind a load; other chains pay one
     /// misprediction per jump.</item>
-    /// <item>The position is a pointer checked against the table's end; one compare covers both the loop rule and
-    /// the scratch's capacity; the readable prefix is recorded once, at the first writable descriptor.</item>
+    /// <item>One test of the flags per descriptor covers INDIRECT and the readable-then-writable order; one compare
+    /// of the record pointer covers both the loop rule and the scratch's capacity; the readable prefix is recorded
+    /// once, at the first writable descriptor.</item>
     /// </list>
     /// </remarks>
     private WalkResult TryWalkFast(ushort head)
@@ -601,26 +602,32 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         }
 
         ChainSegmentRecord[] segments = _segments;
-        ref ChainSegmentRecord records = ref MemoryMarshal.GetArrayDataReference(segments);
+        ref ChainSegmentRecord first = ref MemoryMarshal.GetArrayDataReference(segments);
+        ref ChainSegmentRecord record = ref first;
+
+        // 2.7.5.3.1: a chain visits at most its table's entries (more means a loop) and holds at most Q buffers;
+        // the scratch holds at most Q, so its end bounds the direct part, and the checked walk decides beyond it.
+        ref ChainSegmentRecord limit = ref Unsafe.Add(ref first, segments.Length);
         ulong regionGpa = _hot.Regions.Gpa;
         ulong regionLength = _hot.Regions.Length;
         byte* regionHost = _hot.Regions.Host;
         byte* table = _descTable;
-        byte* tableEnd = table + ((nuint)(uint)_size * SplitDescriptor.Size);
-        byte* desc = table + ((nuint)head * SplitDescriptor.Size);
+        uint tableSize = (uint)_size;
+        uint index = head;
+        byte* desc = table + ((nuint)index * SplitDescriptor.Size);
         bool inIndirect = false;
-        int count = 0;
 
-        // 2.7.5.3.1: a chain visits at most its table's entries (more means a loop) and holds at most Q buffers;
-        // the scratch holds at most Q, so its length bounds the direct part, and the checked walk decides.
-        int limit = segments.Length;
-        int readable = -1; // the count at the first writable descriptor; -1 until one is seen
+        // 2.7.4.2: readable descriptors, then writable ones. The phase is the WRITE flag every descriptor must
+        // carry from here on (0, then WRITE from the first writable one), so one test per descriptor covers the
+        // order rule, the phase change and INDIRECT.
+        ushort phase = 0;
+        int readable = -1; // the number of readable buffers, known at the first writable one
         ulong readableBytes = 0;
         ulong totalBytes = 0;
 
         while (true)
         {
-            if (count == limit)
+            if (Unsafe.AreSame(ref record, ref limit))
             {
                 return default;
             }
@@ -631,37 +638,37 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             ushort flags = LittleEndian.Read16(desc + 12);
             ushort next = LittleEndian.Read16(desc + 14);
 
-            if ((flags & SplitDescriptor.FlagIndirect) != 0)
+            if ((flags & (SplitDescriptor.FlagIndirect | SplitDescriptor.FlagWrite)) != phase)
             {
-                // 2.7.5.3.1: negotiated, not nested, not with NEXT, a non-zero multiple of 16 bytes, in memory.
-                ulong tableOffset = address - regionGpa;
-                if (inIndirect || !_indirect || (flags & SplitDescriptor.FlagNext) != 0
-                    || length == 0 || length % SplitDescriptor.Size != 0
-                    || tableOffset >= regionLength || length > regionLength - tableOffset)
+                if ((flags & SplitDescriptor.FlagIndirect) != 0)
                 {
-                    return default;
+                    // 2.7.5.3.1: negotiated, not nested, not with NEXT, a non-zero multiple of 16 bytes, in memory.
+                    ulong tableOffset = address - regionGpa;
+                    if (inIndirect || !_indirect || (flags & SplitDescriptor.FlagNext) != 0
+                        || length == 0 || length % SplitDescriptor.Size != 0
+                        || tableOffset >= regionLength || length > regionLength - tableOffset)
+                    {
+                        return default;
+                    }
+
+                    inIndirect = true;
+                    table = regionHost + tableOffset;
+                    tableSize = length / SplitDescriptor.Size;
+                    index = 0;
+                    desc = table;
+                    int used = (int)((nuint)Unsafe.ByteOffset(ref first, ref record) / (nuint)sizeof(ChainSegmentRecord));
+                    limit = ref Unsafe.Add(ref first, (int)Math.Min((uint)used + tableSize, (uint)segments.Length));
+                    continue;
                 }
 
-                inIndirect = true;
-                table = regionHost + tableOffset;
-                tableEnd = table + length;
-                desc = table;
-                limit = (int)Math.Min((uint)count + (length / SplitDescriptor.Size), (uint)segments.Length);
-                continue;
-            }
-
-            // 2.7.4.2: device-readable descriptors come before device-writable ones.
-            if ((flags & SplitDescriptor.FlagWrite) != 0)
-            {
-                if (readable < 0)
+                if (phase != 0)
                 {
-                    readable = count;
-                    readableBytes = totalBytes;
+                    return default; // readable after writable
                 }
-            }
-            else if (readable >= 0)
-            {
-                return default;
+
+                phase = SplitDescriptor.FlagWrite;
+                readable = (int)((nuint)Unsafe.ByteOffset(ref first, ref record) / (nuint)sizeof(ChainSegmentRecord));
+                readableBytes = totalBytes;
             }
 
             ulong offset = address - regionGpa; // wraps to a huge value below the region
@@ -671,21 +678,23 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             }
 
             totalBytes += length;
-            Unsafe.Add(ref records, count++) = new ChainSegmentRecord(address, regionHost + offset, (int)length);
+            record = new ChainSegmentRecord(address, regionHost + offset, (int)length);
+            record = ref Unsafe.Add(ref record, 1);
             if ((flags & SplitDescriptor.FlagNext) == 0)
             {
                 break;
             }
 
-            // Go on at the following entry unless the driver said otherwise (see remarks); both end in the table.
+            // Go on at the following entry unless the driver said otherwise (see remarks); both are range-checked.
+            index++;
             desc += SplitDescriptor.Size;
-            byte* target = table + ((nuint)next * SplitDescriptor.Size);
-            if (target != desc)
+            if (next != index)
             {
-                desc = target;
+                index = next;
+                desc = table + ((nuint)index * SplitDescriptor.Size);
             }
 
-            if (desc >= tableEnd)
+            if (index >= tableSize)
             {
                 return default;
             }
@@ -697,6 +706,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             return default;
         }
 
+        int count = (int)((nuint)Unsafe.ByteOffset(ref first, ref record) / (nuint)sizeof(ChainSegmentRecord));
         if (readable < 0)
         {
             readable = count;
