@@ -6,12 +6,15 @@
 #
 #   bash benchmarks/ringtest-compare.sh            # 5 pairs of 10,000,000 buffers, threads on CPUs 0 and 1
 #   PAIRS=9 CYCLES=20000000 EXTRA="--sleep" bash benchmarks/ringtest-compare.sh
+#   RINGS=packed OURS_EXTRA="--used-batch 4" bash benchmarks/ringtest-compare.sh   # ours only; ringtest unchanged
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pairs=${PAIRS:-5}
 cycles=${CYCLES:-10000000}
 extra=${EXTRA:-}
+ours_extra=${OURS_EXTRA:-}
+rings=${RINGS:-split packed}
 affinity=${AFFINITY:---host-affinity 0 --guest-affinity 1}
 work=${WORK:-${TMPDIR:-/tmp}/virtio-ringtest}
 
@@ -39,14 +42,18 @@ theirs_ns() { # ns per buffer of one ringtest run, from wall time (its process d
 
 ours_ns() {
   # shellcheck disable=SC2086
-  "$ours" --ring "$1" --run-cycles "$cycles" $affinity $extra | sed -n 's/.*ns_per_buffer=\([0-9.]*\).*/\1/p'
+  "$ours" --ring "$1" --run-cycles "$cycles" $affinity $extra $ours_extra | sed -n 's/.*ns_per_buffer=\([0-9.]*\).*/\1/p'
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-for spec in "split virtio_ring_0_9" "packed ring"; do
-  set -- $spec
-  echo "== ours ($1) vs ringtest $2: $pairs pairs of $cycles buffers $affinity $extra"
+for ring in $rings; do
+  case $ring in
+    split) set -- split virtio_ring_0_9 ;;
+    packed) set -- packed ring ;;
+    *) echo "unknown ring $ring" >&2; exit 2 ;;
+  esac
+  echo "== ours ($1 $ours_extra) vs ringtest $2: $pairs pairs of $cycles buffers $affinity $extra"
   ratios=()
   for p in $(seq 1 "$pairs"); do
     a=$(ours_ns "$1")

@@ -14,6 +14,8 @@
 //   dotnet run -c Release --project benchmarks/Virtio.PingPong -- [--ring split|packed] [--ring-size 256]
 //       [--run-cycles 10000000] [--batch 1] [--outstanding N] [--sleep] [--host-affinity H] [--guest-affinity G]
 //       [--relax N (spin N pause iterations when a poll finds nothing; ringtest's --relax analogue, default 0)]
+//       [--used-batch U (the device publishes used buffers every U buffers and whenever it runs out of work;
+//        default 1, ringtest's per-buffer publication)]
 using System;
 using System.Globalization;
 using Virtio.PingPong;
@@ -38,6 +40,7 @@ bool sleep = false;
 int hostCpu = -1;
 int guestCpu = -1;
 int relax = 0;
+int usedBatch = 1;
 for (int i = 0; i < args.Length; i++)
 {
     string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -53,8 +56,9 @@ for (int i = 0; i < args.Length; i++)
         case "--host-affinity": hostCpu = NextInt(); break;
         case "--guest-affinity": guestCpu = NextInt(); break;
         case "--relax": relax = NextInt(); break;
+        case "--used-batch": usedBatch = NextInt(); break;
         case "--help":
-            Console.WriteLine("options: --ring split|packed --ring-size R --run-cycles C --batch B --outstanding O --sleep --host-affinity H --guest-affinity G");
+            Console.WriteLine("options: --ring split|packed --ring-size R --run-cycles C --batch B --outstanding O --sleep --host-affinity H --guest-affinity G --relax N --used-batch U");
             return 0;
         default:
             Console.Error.WriteLine($"unknown option {args[i]} (try --help)");
@@ -80,7 +84,13 @@ if (!VirtqueueDevice.TryAttach(memory, addresses, features, out VirtqueueDevice?
     return 1;
 }
 
-var run = new PingPongRun(driver, device, sleep, batch, maxOutstanding, relax);
+if (usedBatch < 1)
+{
+    Console.Error.WriteLine("--used-batch must be at least 1");
+    return 2;
+}
+
+var run = new PingPongRun(driver, device, sleep, batch, maxOutstanding, relax, usedBatch);
 
 // Warm up first (untimed), so the timed run measures steady-state code, not the JIT's tiers: ringtest's C code is
 // optimised from its first instruction, ours is after a few hundred thousand buffers.
@@ -90,5 +100,5 @@ string? failure = run.Failure;
 device.Dispose();
 double ns = elapsed.TotalNanoseconds / runCycles;
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-    $"ring={ring} ring-size={ringSize} run-cycles={runCycles} batch={batch} sleep={sleep} elapsed_ms={elapsed.TotalMilliseconds:F1} ns_per_buffer={ns:F2}{(failure is null ? "" : " error=" + failure)}"));
+    $"ring={ring} ring-size={ringSize} run-cycles={runCycles} batch={batch} used-batch={usedBatch} sleep={sleep} elapsed_ms={elapsed.TotalMilliseconds:F1} ns_per_buffer={ns:F2}{(failure is null ? "" : " error=" + failure)}"));
 return failure is null ? 0 : 1;
