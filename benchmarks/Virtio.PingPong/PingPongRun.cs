@@ -11,9 +11,10 @@ namespace Virtio.PingPong;
 /// device-writable buffer at a time (publishing it at once, as ringtest's add_inbuf does), kicks every
 /// <c>batch</c> buffers when sleeping, and takes used buffers back; the host pops with full validation, pushes,
 /// publishes used buffers every <c>usedBatch</c> buffers (1, ringtest's way, by default) and whenever it runs out of
-/// work, and calls when sleeping. Without <c>--sleep</c> both sides poll.
+/// work, and calls when sleeping. Without <c>--sleep</c> both sides poll; <c>--host-relax</c> makes the device back
+/// off when it finds nothing.
 /// </summary>
-internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice device, bool sleep, int batch, int maxOutstanding, int relax, int usedBatch)
+internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice device, bool sleep, int batch, int maxOutstanding, int relax, int usedBatch, int hostRelax)
 {
     private static readonly GuestRange[] Buffer = [new GuestRange(0x80_0000, 0)]; // add_inbuf(0, ...): empty
     private readonly int _kickFd = sleep ? LinuxThreads.CreateEventFd() : -1;
@@ -186,9 +187,12 @@ internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice d
                 return $"device: {device.Error}";
             }
 
-            if (relax > 0)
+            if (relax + hostRelax > 0)
             {
-                Thread.SpinWait(relax);
+                // --host-relax: a device that finds the ring empty backs off before looking again. Polling the
+                // slot the driver is writing pulls its cache line away on every look; backing off lets the
+                // driver finish the line first.
+                Thread.SpinWait(relax + hostRelax);
             }
         }
     }

@@ -16,6 +16,7 @@
 //       [--relax N (spin N pause iterations when a poll finds nothing; ringtest's --relax analogue, default 0)]
 //       [--used-batch U (the device publishes used buffers every U buffers and whenever it runs out of work;
 //        default 1, ringtest's per-buffer publication)]
+//       [--host-relax N (the device alone spins N iterations when it finds the ring empty; default 0)]
 using System;
 using System.Globalization;
 using Virtio.PingPong;
@@ -41,6 +42,7 @@ int hostCpu = -1;
 int guestCpu = -1;
 int relax = 0;
 int usedBatch = 1;
+int hostRelax = 0;
 for (int i = 0; i < args.Length; i++)
 {
     string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -57,8 +59,9 @@ for (int i = 0; i < args.Length; i++)
         case "--guest-affinity": guestCpu = NextInt(); break;
         case "--relax": relax = NextInt(); break;
         case "--used-batch": usedBatch = NextInt(); break;
+        case "--host-relax": hostRelax = NextInt(); break;
         case "--help":
-            Console.WriteLine("options: --ring split|packed --ring-size R --run-cycles C --batch B --outstanding O --sleep --host-affinity H --guest-affinity G --relax N --used-batch U");
+            Console.WriteLine("options: --ring split|packed --ring-size R --run-cycles C --batch B --outstanding O --sleep --host-affinity H --guest-affinity G --relax N --used-batch U --host-relax N");
             return 0;
         default:
             Console.Error.WriteLine($"unknown option {args[i]} (try --help)");
@@ -90,7 +93,7 @@ if (usedBatch < 1)
     return 2;
 }
 
-var run = new PingPongRun(driver, device, sleep, batch, maxOutstanding, relax, usedBatch);
+var run = new PingPongRun(driver, device, sleep, batch, maxOutstanding, relax, usedBatch, hostRelax);
 
 // Warm up first (untimed), so the timed run measures steady-state code, not the JIT's tiers: ringtest's C code is
 // optimised from its first instruction, ours is after a few hundred thousand buffers.
@@ -100,5 +103,5 @@ string? failure = run.Failure;
 device.Dispose();
 double ns = elapsed.TotalNanoseconds / runCycles;
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-    $"ring={ring} ring-size={ringSize} run-cycles={runCycles} batch={batch} used-batch={usedBatch} sleep={sleep} elapsed_ms={elapsed.TotalMilliseconds:F1} ns_per_buffer={ns:F2}{(failure is null ? "" : " error=" + failure)}"));
+    $"ring={ring} ring-size={ringSize} run-cycles={runCycles} batch={batch} used-batch={usedBatch} host-relax={hostRelax} sleep={sleep} elapsed_ms={elapsed.TotalMilliseconds:F1} ns_per_buffer={ns:F2}{(failure is null ? "" : " error=" + failure)}"));
 return failure is null ? 0 : 1;
