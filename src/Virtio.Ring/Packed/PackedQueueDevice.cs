@@ -205,7 +205,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         // Fast path: a one-descriptor list (no NEXT, no INDIRECT), the common case for most devices.
         return ((ushort)_hot.RunFlags & (PackedDescriptor.FlagNext | PackedDescriptor.FlagIndirect)) == 0
             ? PopSingle(out chain)
-            : WalkList(out chain);
+            : TryWalkListFast(out chain) || WalkList(out chain);
     }
 
     /// <summary>
@@ -506,6 +506,122 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         int readable = (flags & PackedDescriptor.FlagWrite) == 0 ? 1 : 0;
         return CommitPop(id, 1, slot, wrap, _hot.RunCount, _hot.RunFlags, segments.AsSpan(0, 1), readable, readable == 1 ? length : 0, length, out chain);
+    }
+
+    /// <summary>
+    /// The walk of an ordinary list of direct descriptors: every buffer inside the cached guest memory region, the
+    /// list no longer than the segment scratch, its ID free, no IN_ORDER bookkeeping. It applies the same rules
+    /// as <see cref="WalkList"/> but only to decide: on anything else (an indirect descriptor, and every broken
+    /// rule) it returns false having committed nothing, and <see cref="WalkList"/> reads the list again from the
+    /// start (so the values used are still read once, by that walk) and reports the error.
+    /// </summary>
+    /// <remarks>
+    /// No calls inside the loop, so its values stay in registers (the reasoning is at the split ring's
+    /// <c>TryWalkFast</c>); one flag test per descriptor covers INDIRECT and the readable-then-writable order.
+    /// </remarks>
+    private bool TryWalkListFast(out DescriptorChain chain)
+    {
+        chain = default;
+        if (_popOrder != null)
+        {
+            return false;
+        }
+
+        ChainSegmentRecord[] segments = _segments;
+        ref ChainSegmentRecord first = ref MemoryMarshal.GetArrayDataReference(segments);
+        ref ChainSegmentRecord record = ref first;
+        ref ChainSegmentRecord limit = ref Unsafe.Add(ref first, segments.Length); // at most Q (2.8.17)
+        ulong regionGpa = _hot.Regions.Gpa;
+        ulong regionLength = _hot.Regions.Length;
+        byte* regionHost = _hot.Regions.Host;
+        uint slot = _hot.NextAvail;
+        bool wrap = _hot.AvailWrap;
+        ulong run = _hot.RunFlags;
+        int runLeft = _hot.RunCount;
+        byte* desc = _ring + ((nuint)slot * PackedDescriptor.Size);
+        ushort flags = (ushort)run;
+        ushort phase = 0; // the WRITE flag every descriptor must carry from here on (2.8.4: readable ones first)
+        int readable = -1;
+        ulong readableBytes = 0;
+        ulong totalBytes = 0;
+        ushort id;
+
+        while (true)
+        {
+            ulong address = LittleEndian.Read64(desc);
+            uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
+            id = LittleEndian.Read16(desc + PackedDescriptor.IdOffset);
+            if ((flags & (PackedDescriptor.FlagIndirect | PackedDescriptor.FlagWrite)) != phase)
+            {
+                if ((flags & PackedDescriptor.FlagIndirect) != 0 || phase != 0)
+                {
+                    return false;
+                }
+
+                phase = PackedDescriptor.FlagWrite;
+                readable = (int)((nuint)Unsafe.ByteOffset(ref first, ref record) / (nuint)sizeof(ChainSegmentRecord));
+                readableBytes = totalBytes;
+            }
+
+            ulong offset = address - regionGpa; // wraps to a huge value below the region
+            if (length > int.MaxValue || offset >= regionLength || length > regionLength - offset)
+            {
+                return false;
+            }
+
+            totalBytes += length;
+            record = new ChainSegmentRecord(address, regionHost + offset, (int)length);
+            record = ref Unsafe.Add(ref record, 1);
+            desc += PackedDescriptor.Size;
+            if (++slot == (uint)_size)
+            {
+                slot = 0;
+                wrap = !wrap;
+                desc = _ring;
+            }
+
+            if ((flags & PackedDescriptor.FlagNext) == 0)
+            {
+                break;
+            }
+
+            if (Unsafe.AreSame(ref record, ref limit))
+            {
+                return false; // the checked walk grows the scratch or finds the list longer than Q
+            }
+
+            // The next descriptor's flags: from the scan while it lasts, else one read, ordered after the head's
+            // acquire load; every descriptor of a list must be available (2.8.6, 2.8.15).
+            if (--runLeft > 0)
+            {
+                run >>= 16;
+                flags = (ushort)run;
+            }
+            else
+            {
+                flags = LittleEndian.Read16(desc + PackedDescriptor.FlagsOffset);
+                if (!PackedDescriptor.IsAvailable(flags, wrap))
+                {
+                    return false;
+                }
+            }
+        }
+
+        int count = (int)((nuint)Unsafe.ByteOffset(ref first, ref record) / (nuint)sizeof(ChainSegmentRecord));
+
+        // CommitPop's checks, made here first so that a failure declines instead of breaking the queue.
+        if (totalBytes > uint.MaxValue || id >= _size || _slotsOfId[id] != 0 || _hot.InFlightSlots + count > _size)
+        {
+            return false;
+        }
+
+        if (readable < 0)
+        {
+            readable = count;
+            readableBytes = totalBytes;
+        }
+
+        return CommitPop(id, count, slot, wrap, _hot.RunCount, _hot.RunFlags, MemoryMarshal.CreateReadOnlySpan(ref first, count), readable, readableBytes, totalBytes, out chain);
     }
 
     /// <summary>
