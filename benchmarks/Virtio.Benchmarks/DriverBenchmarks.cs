@@ -27,7 +27,7 @@ namespace Virtio.Benchmarks;
 /// </para>
 /// </summary>
 [MemoryDiagnoser]
-public unsafe class DriverBenchmarks
+public unsafe class DriverBenchmarks : QueueBenchmarkParameters
 {
     private const int Q = 1024; // room for a whole batch of 16-descriptor direct chains
     private const int Batch = 32;
@@ -39,37 +39,16 @@ public unsafe class DriverBenchmarks
     private GuestRange[] _writable = null!;
     private MinimalDevice _device;
 
-    [Params(VirtqueueFormat.Split, VirtqueueFormat.Packed)]
-    public VirtqueueFormat Format { get; set; }
-
-    [Params(1, 4, 16)]
-    public int Descriptors { get; set; }
-
-    [Params(false, true)]
-    public bool Indirect { get; set; }
-
-    [Params(false, true)]
-    public bool EventIdx { get; set; }
-
     [GlobalSetup]
     public void Setup()
     {
         _memory = GuestMemory.Allocate(16UL << 20);
-        ulong features = 1UL << VirtioFeatureBits.Version1;
-        features |= EventIdx ? 1UL << VirtioFeatureBits.EventIdx : 0;
-        features |= Indirect ? 1UL << VirtioFeatureBits.IndirectDesc : 0;
-        features |= Format == VirtqueueFormat.Packed ? 1UL << VirtioFeatureBits.RingPacked : 0;
+        ulong features = NegotiatedFeatures();
         VirtqueueAddresses addresses = VirtqueueAddresses.Compact(Format, 0x1000, Q);
         _pool = new IndirectDescriptorPool(_memory, 0x10_0000, Q, 16);
         _driver = new VirtqueueDriver<int>(_memory, addresses, features, _pool);
         _device = new MinimalDevice(_memory, Format, addresses, Indirect ? 1 : Descriptors);
-        _readable = new GuestRange[Descriptors - 1];
-        for (int i = 0; i < _readable.Length; i++)
-        {
-            _readable[i] = new GuestRange(0x20_0000 + ((ulong)i * 64), 64);
-        }
-
-        _writable = [new GuestRange(0x30_0000, 64)];
+        (_readable, _writable) = BufferRanges();
 
         // The minimal device trusts the driver; check once that the cycle is what it claims to be.
         for (int i = 0; i < 3 * Q / Batch; i++)
@@ -133,8 +112,6 @@ public unsafe class DriverBenchmarks
 
         return sum;
     }
-
-    private static void ThrowRingFull() => throw new InvalidOperationException("The ring is too small for a batch.");
 
     private void ThrowLost(int returned) =>
         throw new InvalidOperationException($"{returned} of {Batch} buffers came back ({_driver.Error}).");

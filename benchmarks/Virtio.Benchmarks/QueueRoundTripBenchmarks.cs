@@ -1,8 +1,6 @@
 using System;
 using BenchmarkDotNet.Attributes;
 using Virtio.Ring;
-using Virtio.Ring.Packed;
-using Virtio.Ring.Split;
 
 namespace Virtio.Benchmarks;
 
@@ -13,7 +11,7 @@ namespace Virtio.Benchmarks;
 /// chain costs one ring descriptor and a table from the pool.
 /// </summary>
 [MemoryDiagnoser]
-public class QueueRoundTripBenchmarks
+public class QueueRoundTripBenchmarks : QueueBenchmarkParameters
 {
     private const int Q = 1024; // room for a whole batch of 16-descriptor direct chains (32 x 16)
     private const int Batch = 32;
@@ -25,38 +23,12 @@ public class QueueRoundTripBenchmarks
     private GuestRange[] _readable = null!;
     private GuestRange[] _writable = null!;
 
-    [Params(VirtqueueFormat.Split, VirtqueueFormat.Packed)]
-    public VirtqueueFormat Format { get; set; }
-
-    [Params(1, 4, 16)]
-    public int Descriptors { get; set; }
-
-    [Params(false, true)]
-    public bool Indirect { get; set; }
-
-    [Params(false, true)]
-    public bool EventIdx { get; set; }
-
     [GlobalSetup]
     public void Setup()
     {
         _memory = GuestMemory.Allocate(16UL << 20);
-        ulong features = 1UL << VirtioFeatureBits.Version1;
-        features |= EventIdx ? 1UL << VirtioFeatureBits.EventIdx : 0;
-        features |= Indirect ? 1UL << VirtioFeatureBits.IndirectDesc : 0;
-        VirtqueueAddresses addresses;
-        if (Format == VirtqueueFormat.Packed)
-        {
-            features |= 1UL << VirtioFeatureBits.RingPacked;
-            PackedQueueLayout l = PackedQueueLayout.Compact(0x1000, Q);
-            addresses = new VirtqueueAddresses(Q, l.DescriptorRingAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
-        }
-        else
-        {
-            SplitQueueLayout l = SplitQueueLayout.Compact(0x1000, Q);
-            addresses = new VirtqueueAddresses(Q, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
-        }
-
+        ulong features = NegotiatedFeatures();
+        VirtqueueAddresses addresses = VirtqueueAddresses.Compact(Format, 0x1000, Q);
         _pool = new IndirectDescriptorPool(_memory, 0x10_0000, Q, 16);
         _driver = new VirtqueueDriver<int>(_memory, addresses, features, _pool);
         if (!VirtqueueDevice.TryAttach(_memory, addresses, features, out VirtqueueDevice? device, out QueueError error))
@@ -65,13 +37,7 @@ public class QueueRoundTripBenchmarks
         }
 
         _device = device;
-        _readable = new GuestRange[Descriptors - 1];
-        for (int i = 0; i < _readable.Length; i++)
-        {
-            _readable[i] = new GuestRange(0x20_0000 + ((ulong)i * 64), 64);
-        }
-
-        _writable = [new GuestRange(0x30_0000, 64)];
+        (_readable, _writable) = BufferRanges();
     }
 
     [GlobalCleanup]
@@ -111,6 +77,4 @@ public class QueueRoundTripBenchmarks
 
         return sum;
     }
-
-    private static void ThrowRingFull() => throw new InvalidOperationException("The ring is too small for a batch.");
 }

@@ -24,17 +24,7 @@ public class PackedListWalkTests
         return device;
     }
 
-    private static (ulong Address, uint Length)[] Segments(in DescriptorChain chain)
-    {
-        var result = new (ulong, uint)[chain.SegmentCount];
-        for (int i = 0; i < result.Length; i++)
-        {
-            GuestRange range = chain.GetRange(i);
-            result[i] = (range.Address, range.Length);
-        }
-
-        return result;
-    }
+    private static (ulong Address, uint Length)[] Segments(in DescriptorChain chain) => PopVerdict.SegmentsOf(chain);
 
     [Fact]
     public void A_list_longer_than_one_scan_is_read_whole()

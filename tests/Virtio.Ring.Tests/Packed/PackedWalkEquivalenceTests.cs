@@ -30,14 +30,14 @@ public class PackedWalkEquivalenceTests
             // Cold: restored at slot 1 with nothing in flight, so its first pop is the list under test.
             var state = new PackedQueueState(forge.Layout, forge.Features, 1, true, 1, true, false);
             Assert.True(PackedQueueDevice.TryRestore(forge.Memory, state, out PackedQueueDevice? coldDevice, out QueueError error), error.ToString());
-            Verdict cold;
+            PopVerdict cold;
             using (coldDevice)
             {
                 cold = Pop(coldDevice!);
             }
 
             // Warm: pops the buffer at slot 0 first (kept in flight, so ring memory stays as the cold device saw it).
-            Verdict warm;
+            PopVerdict warm;
             using (PackedQueueDevice warmDevice = forge.AttachDevice())
             {
                 Assert.True(warmDevice.TryPop(out DescriptorChain first));
@@ -86,24 +86,6 @@ public class PackedWalkEquivalenceTests
         }
     }
 
-    private static Verdict Pop(PackedQueueDevice device)
-    {
-        if (!device.TryPop(out DescriptorChain chain))
-        {
-            return new Verdict(device.Error, device.ErrorDetail, 0, 0, 0, 0, 0);
-        }
-
-        ulong digest = 17;
-        for (int i = 0; i < chain.SegmentCount; i++)
-        {
-            GuestRange range = chain.GetRange(i);
-            digest = (digest * 1_000_003) ^ range.Address;
-            digest = (digest * 1_000_003) ^ range.Length;
-            digest = (digest * 1_000_003) ^ (chain.IsWritable(i) ? 1UL : 0UL);
-        }
-
-        return new Verdict(QueueError.None, 0, chain.Id, chain.SegmentCount, chain.ReadableCount, chain.ReadableLength + ((ulong)chain.WritableLength << 32), digest);
-    }
-
-    private readonly record struct Verdict(QueueError Error, ulong Detail, ushort Id, int Segments, int Readable, ulong Lengths, ulong Digest);
+    private static PopVerdict Pop(PackedQueueDevice device) =>
+        device.TryPop(out DescriptorChain chain) ? PopVerdict.Popped(chain) : PopVerdict.Failed(device.Error, device.ErrorDetail);
 }

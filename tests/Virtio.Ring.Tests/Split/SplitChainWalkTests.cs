@@ -17,17 +17,7 @@ public class SplitChainWalkTests
     private const ulong Buf = RingForge.BufferBase;
     private const ulong Decoy = Buf + 0x8000; // a valid buffer: a walk that read a decoy would pop a wrong chain, not fail
 
-    private static (ulong Address, uint Length)[] Segments(in DescriptorChain chain)
-    {
-        var result = new (ulong, uint)[chain.SegmentCount];
-        for (int i = 0; i < result.Length; i++)
-        {
-            GuestRange range = chain.GetRange(i);
-            result[i] = (range.Address, range.Length);
-        }
-
-        return result;
-    }
+    private static (ulong Address, uint Length)[] Segments(in DescriptorChain chain) => PopVerdict.SegmentsOf(chain);
 
     /// <summary>Offers the chain at <paramref name="head"/> twice and returns the second pop's view of it.</summary>
     private static (ulong Address, uint Length)[] PopTwice(RingForge forge, SplitQueueDevice device, ushort head, out int readable)

@@ -30,7 +30,7 @@ public class SplitWalkEquivalenceTests
             // Cold: a fresh device whose first pop is the chain under test.
             forge.WriteAvailEntry(0, head);
             forge.WriteAvailIdx(1);
-            Verdict cold;
+            PopVerdict cold;
             using (SplitQueueDevice device = forge.AttachDevice())
             {
                 cold = Pop(device);
@@ -40,7 +40,7 @@ public class SplitWalkEquivalenceTests
             forge.WriteAvailEntry(0, WarmHead);
             forge.WriteAvailEntry(1, head);
             forge.WriteAvailIdx(2);
-            Verdict warm;
+            PopVerdict warm;
             using (SplitQueueDevice device = forge.AttachDevice())
             {
                 Assert.True(device.TryPop(out DescriptorChain first));
@@ -95,24 +95,6 @@ public class SplitWalkEquivalenceTests
         }
     }
 
-    private static Verdict Pop(SplitQueueDevice device)
-    {
-        if (!device.TryPop(out DescriptorChain chain))
-        {
-            return new Verdict(device.Error, device.ErrorDetail, 0, 0, 0, 0, 0);
-        }
-
-        ulong digest = 17;
-        for (int i = 0; i < chain.SegmentCount; i++)
-        {
-            GuestRange range = chain.GetRange(i);
-            digest = (digest * 1_000_003) ^ range.Address;
-            digest = (digest * 1_000_003) ^ range.Length;
-            digest = (digest * 1_000_003) ^ (chain.IsWritable(i) ? 1UL : 0UL);
-        }
-
-        return new Verdict(QueueError.None, 0, chain.Id, chain.SegmentCount, chain.ReadableCount, chain.ReadableLength + ((ulong)chain.WritableLength << 32), digest);
-    }
-
-    private readonly record struct Verdict(QueueError Error, ulong Detail, ushort Id, int Segments, int Readable, ulong Lengths, ulong Digest);
+    private static PopVerdict Pop(SplitQueueDevice device) =>
+        device.TryPop(out DescriptorChain chain) ? PopVerdict.Popped(chain) : PopVerdict.Failed(device.Error, device.ErrorDetail);
 }
