@@ -231,7 +231,8 @@ public sealed unsafe class SplitQueueDevice : IDisposable
                 return false;
             }
 
-            chain = new DescriptorChain(head, MemoryMarshal.CreateReadOnlySpan(ref MemoryMarshal.GetArrayDataReference(_segments), walk.Count), walk.Readable, walk.ReadableBytes, walk.WritableBytes);
+            ReadOnlySpan<ChainSegmentRecord> segments = MemoryMarshal.CreateReadOnlySpan(ref MemoryMarshal.GetArrayDataReference(_segments), walk.Count);
+            chain = new DescriptorChain(head, segments, walk.Readable, walk.ReadableBytes, walk.WritableBytes);
         }
 
         if (_popOrder != null)
@@ -576,14 +577,15 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     /// The walk of an ordinary chain: every descriptor inside the cached guest memory region, the chain no longer
     /// than the segment scratch, at most one indirect table. Applies the same rules as
     /// <see cref="WalkChainChecked"/> but only to decide; on anything else (and on every broken rule) it returns
-    /// no chain (count 0) having committed nothing, and the checked walk reads the chain again from the start (so the values
-    /// used are still read once, by that walk) and reports the error.
+    /// no chain (count 0) having committed nothing, and the checked walk reads the chain again from the start (so
+    /// the values used are still read once, by that walk) and reports the error.
     /// </summary>
     /// <remarks>
     /// Shaped for the CPU, because this loop is the per-descriptor cost of every device:
     /// <list type="bullet">
     /// <item>No calls. A call anywhere in a loop, however cold, makes the JIT keep the loop's values in the five
-    /// callee-saved registers or on the stack; without calls they all fit in registers.</item>
+    /// callee-saved registers or on the stack; without calls the hot ones stay in registers (16 descriptors:
+    /// 69 -> 47 ns when the calls went).</item>
     /// <item>The next descriptor's address does not wait for the load of <c>next</c>: drivers place chains in
     /// consecutive entries (Linux's and ours), so the loop goes on at the following entry and only a branch
     /// compares it with <c>next</c>. A predicted branch lets the CPU start the following descriptor's loads at
