@@ -563,8 +563,9 @@ public sealed unsafe class PackedQueueDevice : IDisposable
                 readableBytes = totalBytes;
             }
 
+            // In the region, and under 2 GiB (a span's length): the two length limits as one compare.
             ulong offset = address - regionGpa; // wraps to a huge value below the region
-            if (length > int.MaxValue || offset >= regionLength || length > regionLength - offset)
+            if (offset >= regionLength || length > Math.Min(regionLength - offset, (ulong)int.MaxValue))
             {
                 return false;
             }
