@@ -596,6 +596,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     /// once, at the first writable descriptor.</item>
     /// </list>
     /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private WalkResult TryWalkFast(ushort head)
     {
         if (head >= _size)
