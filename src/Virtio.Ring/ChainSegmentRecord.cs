@@ -4,22 +4,28 @@ namespace Virtio.Ring;
 
 /// <summary>
 /// One validated buffer of a popped chain, kept in the device's private memory: the guest wrote the descriptor,
-/// the device read it once, checked it, translated it and stored the result here. Iteration works from these
+/// the device read it once, checked it, translated it and stored the result here. 16 bytes, written with two
+/// stores; the guest address is not kept but rebuilt from the region when asked for (rarely). Iteration works from these
 /// records only, so the guest rewriting its descriptors after the pop changes nothing the device sees.
 /// </summary>
 internal readonly unsafe struct ChainSegmentRecord
 {
-    public readonly ulong Address;
     public readonly byte* Host;
-    public readonly int Length;
+    private readonly ulong _lengthAndRegion; // length in the low 32 bits, region index in the high: one store
 
-    public ChainSegmentRecord(ulong address, byte* host, int length)
+    public ChainSegmentRecord(byte* host, int length, int region)
     {
         Debug.Assert(length >= 0, "segment lengths are validated to fit a span");
-        Address = address;
+        Debug.Assert(region >= 0, "a translated buffer has a region");
         Host = host;
-        Length = length;
+        _lengthAndRegion = (uint)length | ((ulong)(uint)region << 32);
     }
+
+    /// <summary>Length in bytes, below 2^31.</summary>
+    public int Length => (int)(uint)_lengthAndRegion;
+
+    /// <summary>Index of the guest memory region the buffer lies in; with <see cref="Host"/> it gives the guest address.</summary>
+    public int Region => (int)(_lengthAndRegion >> 32);
 
     /// <summary>A device's segment scratch, doubled (at most to the queue size) when a chain needs more room.</summary>
     public static ChainSegmentRecord[] Grow(ChainSegmentRecord[] current, int queueSize)

@@ -35,13 +35,15 @@ namespace Virtio.Ring;
 public readonly ref struct DescriptorChain
 {
     private readonly ReadOnlySpan<ChainSegmentRecord> _segments;
+    private readonly GuestMemory? _memory; // rebuilds guest addresses from the records (GetRange)
     private readonly int _readableCount;
 
-    internal DescriptorChain(ushort id, ReadOnlySpan<ChainSegmentRecord> segments, int readableCount, uint readableLength, uint writableLength)
+    internal DescriptorChain(ushort id, ReadOnlySpan<ChainSegmentRecord> segments, GuestMemory memory, int readableCount, uint readableLength, uint writableLength)
     {
         Debug.Assert((uint)readableCount <= (uint)segments.Length, "readable segments are a prefix of the chain");
         Id = id;
         _segments = segments;
+        _memory = memory;
         _readableCount = readableCount;
         ReadableLength = readableLength;
         WritableLength = writableLength;
@@ -97,7 +99,7 @@ public readonly ref struct DescriptorChain
     }
 
     /// <summary>Guest physical range of buffer <paramref name="index"/> in chain order (readable first).</summary>
-    public GuestRange GetRange(int index)
+    public unsafe GuestRange GetRange(int index)
     {
         if ((uint)index >= (uint)_segments.Length)
         {
@@ -105,7 +107,7 @@ public readonly ref struct DescriptorChain
         }
 
         ChainSegmentRecord s = _segments[index];
-        return new GuestRange(s.Address, (uint)s.Length);
+        return new GuestRange(_memory!.GuestAddressOf(s.Region, s.Host), (uint)s.Length);
     }
 
     /// <summary>True when buffer <paramref name="index"/> in chain order is device-writable.</summary>

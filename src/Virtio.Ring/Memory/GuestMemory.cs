@@ -153,20 +153,31 @@ public sealed unsafe class GuestMemory : IDisposable
         return TranslateBinarySearch(gpa, length);
     }
 
-    /// <summary>The region holding <paramref name="gpa"/>, for callers that cache their last hit.</summary>
-    internal bool TryFindRegion(ulong gpa, out GuestRegion region)
+    /// <summary>The region holding <paramref name="gpa"/> and its index, for callers that cache their last hit.</summary>
+    internal bool TryFindRegion(ulong gpa, out GuestRegion region, out int index)
     {
-        foreach (GuestRegion r in _regions)
+        for (int i = 0; i < _regions.Length; i++)
         {
+            ref readonly GuestRegion r = ref _regions[i];
             if (gpa - r.Gpa < r.Length)
             {
                 region = r;
+                index = i;
                 return true;
             }
         }
 
         region = default;
+        index = -1;
         return false;
+    }
+
+    /// <summary>The guest address of <paramref name="host"/>, a host address inside region <paramref name="index"/>.</summary>
+    internal ulong GuestAddressOf(int index, byte* host)
+    {
+        ref readonly GuestRegion r = ref _regions[index];
+        Debug.Assert(host >= r.Host && (ulong)(host - r.Host) <= r.Length, "the host address lies in the region");
+        return r.Gpa + (ulong)(host - r.Host);
     }
 
     internal GuestMemoryError Translate(ulong gpa, ulong length, out byte* host)

@@ -12,6 +12,7 @@ internal unsafe struct RegionCache
     private ulong _gpa;
     private ulong _length;
     private byte* _host;
+    private int _index;
 
     /// <summary>Guest physical address of the cached region (0 with length 0 before the first hit).</summary>
     public readonly ulong Gpa => _gpa;
@@ -21,6 +22,9 @@ internal unsafe struct RegionCache
 
     /// <summary>Host address of the cached region's first byte.</summary>
     public readonly byte* Host => _host;
+
+    /// <summary>The cached region's index in <see cref="GuestMemory"/> (meaningless while nothing is cached).</summary>
+    public readonly int Index => _index;
 
     /// <summary>Host address of a guest range inside one region, or null.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -34,11 +38,12 @@ internal unsafe struct RegionCache
     private byte* Miss(GuestMemory memory, ulong gpa, ulong length)
     {
         byte* host = memory.TranslateOrNull(gpa, length);
-        if (host != null && memory.TryFindRegion(gpa, out GuestRegion region))
+        if (host != null && memory.TryFindRegion(gpa, out GuestRegion region, out int index))
         {
             _gpa = region.Gpa;
             _length = region.Length;
             _host = region.Host;
+            _index = index;
         }
 
         return host;

@@ -496,7 +496,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         ChainSegmentRecord[] segments = _segments;
         Debug.Assert(segments.Length >= 1, "room for one segment always");
-        segments[0] = new ChainSegmentRecord(address, host, (int)length);
+        segments[0] = new ChainSegmentRecord(host, (int)length, _hot.Regions.Index);
         bool wrap = _hot.AvailWrap;
         if (++slot == (uint)_size)
         {
@@ -534,6 +534,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         ulong regionGpa = _hot.Regions.Gpa;
         ulong regionLength = _hot.Regions.Length;
         byte* regionHost = _hot.Regions.Host;
+        int regionIndex = _hot.Regions.Index;
         uint slot = _hot.NextAvail;
         bool wrap = _hot.AvailWrap;
         ulong run = _hot.RunFlags;
@@ -571,7 +572,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             }
 
             totalBytes += length;
-            record = new ChainSegmentRecord(address, regionHost + offset, (int)length);
+            record = new ChainSegmentRecord(regionHost + offset, (int)length, regionIndex);
             record = ref Unsafe.Add(ref record, 1);
             desc += PackedDescriptor.Size;
             if (++slot == (uint)_size)
@@ -734,7 +735,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
                 segments = GrowSegments();
             }
 
-            Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(segments), count++) = new ChainSegmentRecord(address, host, (int)length);
+            Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(segments), count++) = new ChainSegmentRecord(host, (int)length, _hot.Regions.Index);
             if ((flags & PackedDescriptor.FlagNext) == 0)
             {
                 break;
@@ -812,7 +813,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             _hot.RunCount = runCount - slots;
         }
 
-        chain = new DescriptorChain(id, segments, readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
+        chain = new DescriptorChain(id, segments, _memory, readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
         return true;
     }
 
@@ -895,7 +896,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
                 segments = GrowSegments();
             }
 
-            segments[count++] = new ChainSegmentRecord(address, host, (int)length);
+            segments[count++] = new ChainSegmentRecord(host, (int)length, _hot.Regions.Index);
         }
 
         return CommitPop(id, 1, nextSlot, nextWrap, runCount, run, segments.AsSpan(0, count), readable, readableBytes, totalBytes, out chain);

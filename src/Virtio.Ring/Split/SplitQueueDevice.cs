@@ -232,7 +232,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             }
 
             ReadOnlySpan<ChainSegmentRecord> segments = MemoryMarshal.CreateReadOnlySpan(ref MemoryMarshal.GetArrayDataReference(_segments), walk.Count);
-            chain = new DescriptorChain(head, segments, walk.Readable, walk.ReadableBytes, walk.WritableBytes);
+            chain = new DescriptorChain(head, segments, _memory, walk.Readable, walk.ReadableBytes, walk.WritableBytes);
         }
 
         if (_popOrder != null)
@@ -557,9 +557,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         ChainSegmentRecord[] segments = _segments;
         Debug.Assert(segments.Length >= 1, "room for one segment always");
         ref ChainSegmentRecord first = ref MemoryMarshal.GetArrayDataReference(segments);
-        first = new ChainSegmentRecord(address, host, (int)length);
+        first = new ChainSegmentRecord(host, (int)length, _hot.Regions.Index);
         bool readable = (flags & SplitDescriptor.FlagWrite) == 0;
-        chain = new DescriptorChain(head, MemoryMarshal.CreateReadOnlySpan(ref first, 1), readable ? 1 : 0, readable ? length : 0, readable ? 0 : length);
+        chain = new DescriptorChain(head, MemoryMarshal.CreateReadOnlySpan(ref first, 1), _memory, readable ? 1 : 0, readable ? length : 0, readable ? 0 : length);
         return true;
     }
 
@@ -614,6 +614,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         ulong regionGpa = _hot.Regions.Gpa;
         ulong regionLength = _hot.Regions.Length;
         byte* regionHost = _hot.Regions.Host;
+        int regionIndex = _hot.Regions.Index;
         byte* table = _descTable;
         uint tableSize = (uint)_size;
         uint index = head;
@@ -682,7 +683,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             }
 
             totalBytes += length;
-            record = new ChainSegmentRecord(address, regionHost + offset, (int)length);
+            record = new ChainSegmentRecord(regionHost + offset, (int)length, regionIndex);
             record = ref Unsafe.Add(ref record, 1);
             if ((flags & SplitDescriptor.FlagNext) == 0)
             {
@@ -830,7 +831,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             }
 
             // count < segments.Length was just established: store without a second bounds check.
-            Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(segments), count++) = new ChainSegmentRecord(address, host, (int)length);
+            Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(segments), count++) = new ChainSegmentRecord(host, (int)length, _hot.Regions.Index);
 
             if ((flags & SplitDescriptor.FlagNext) == 0)
             {

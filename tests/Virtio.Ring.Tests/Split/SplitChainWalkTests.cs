@@ -116,6 +116,12 @@ public class SplitChainWalkTests
             forge.WriteAvailIdx((ushort)(round + 1));
             Assert.True(device.TryPop(out DescriptorChain chain));
             Assert.Equal(6, chain.ReadableCount);
+            for (int k = 0; k < 6; k++)
+            {
+                // The guest address is rebuilt from the segment's region: each must come back as written.
+                Assert.Equal((k % 2 == 0 ? Buf : High) + (ulong)(k * 0x100), chain.GetRange(k).Address);
+            }
+
             int i = 0;
             foreach (ReadOnlySpan<byte> segment in chain.Readable)
             {
