@@ -3,6 +3,7 @@ using System.Threading;
 using BenchmarkDotNet.Attributes;
 using Virtio.Ring;
 using Virtio.Ring.Packed;
+using Virtio.Ring.Split;
 
 namespace Virtio.Benchmarks;
 
@@ -138,9 +139,10 @@ public unsafe class DriverBenchmarks : QueueBenchmarkParameters
             _size = addresses.QueueSize;
             _mask = addresses.QueueSize - 1;
             _slotsPerBuffer = slotsPerBuffer;
-            _ring = Pointer(memory, addresses.DescriptorAreaAddress, addresses.QueueSize * 16);
-            _avail = Pointer(memory, addresses.DriverAreaAddress, 6 + (2 * addresses.QueueSize));
-            _used = Pointer(memory, addresses.DeviceAreaAddress, 6 + (8 * addresses.QueueSize));
+            int q = addresses.QueueSize;
+            _ring = Pointer(memory, addresses.DescriptorAreaAddress, q * SplitDescriptor.Size); // same size for both
+            _avail = Pointer(memory, addresses.DriverAreaAddress, _packed ? EventSuppression.Size : SplitQueueLayout.AvailRingBytes(q));
+            _used = Pointer(memory, addresses.DeviceAreaAddress, _packed ? EventSuppression.Size : SplitQueueLayout.UsedRingBytes(q));
             _next = 0;
             _wrap = true;
         }
@@ -154,17 +156,17 @@ public unsafe class DriverBenchmarks : QueueBenchmarkParameters
             }
 
             // Split: avail->idx (acquire), then for each new entry one used element; used->idx (release) once.
-            ushort availIdx = Volatile.Read(ref *(ushort*)(_avail + 2));
+            ushort availIdx = Volatile.Read(ref *(ushort*)(_avail + SplitQueueLayout.RingIdxOffset));
             ushort used = _next;
             for (; _next != availIdx; _next++, used++)
             {
-                ushort head = *(ushort*)(_avail + 4 + (2 * (_next & _mask)));
-                byte* element = _used + 4 + (8 * (used & _mask));
+                ushort head = *(ushort*)(_avail + SplitQueueLayout.RingEntriesOffset + (2 * (_next & _mask)));
+                byte* element = _used + SplitQueueLayout.RingEntriesOffset + (UsedElement.Size * (used & _mask));
                 *(uint*)element = head;
                 *(uint*)(element + 4) = 0;
             }
 
-            Volatile.Write(ref *(ushort*)(_used + 2), used);
+            Volatile.Write(ref *(ushort*)(_used + SplitQueueLayout.RingIdxOffset), used);
         }
 
         private void UsePacked()
@@ -172,7 +174,7 @@ public unsafe class DriverBenchmarks : QueueBenchmarkParameters
             ushort availBits = PackedDescriptor.AvailableBits(_wrap);
             while (true)
             {
-                byte* desc = _ring + (16 * _next);
+                byte* desc = _ring + (PackedDescriptor.Size * _next);
                 ushort flags = Volatile.Read(ref *(ushort*)(desc + PackedDescriptor.FlagsOffset));
                 if ((flags & (PackedDescriptor.FlagAvail | PackedDescriptor.FlagUsed)) != availBits)
                 {
@@ -180,9 +182,9 @@ public unsafe class DriverBenchmarks : QueueBenchmarkParameters
                 }
 
                 // 2.8.6: the list's last descriptor carries the buffer id; the used descriptor goes over the first.
-                byte* last = _ring + (16 * ((_next + _slotsPerBuffer - 1) % _size));
+                byte* last = _ring + (PackedDescriptor.Size * ((_next + _slotsPerBuffer - 1) % _size));
                 *(ushort*)(desc + PackedDescriptor.IdOffset) = *(ushort*)(last + PackedDescriptor.IdOffset);
-                *(uint*)(desc + 8) = 0;
+                *(uint*)(desc + PackedDescriptor.LengthOffset) = 0;
                 Volatile.Write(ref *(ushort*)(desc + PackedDescriptor.FlagsOffset), PackedDescriptor.UsedBits(_wrap));
                 _next = (ushort)(_next + _slotsPerBuffer);
                 if (_next >= _size)

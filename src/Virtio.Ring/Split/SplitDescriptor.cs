@@ -16,6 +16,15 @@ public struct SplitDescriptor
     /// <summary>Size of one descriptor in bytes.</summary>
     public const int Size = 16;
 
+    /// <summary>Byte offset of the little-endian 32-bit length.</summary>
+    public const int LengthOffset = 8;
+
+    /// <summary>Byte offset of the little-endian 16-bit flags.</summary>
+    public const int FlagsOffset = 12;
+
+    /// <summary>Byte offset of the little-endian 16-bit next index.</summary>
+    public const int NextOffset = 14;
+
     /// <summary><c>VIRTQ_DESC_F_NEXT</c>: the buffer continues via <see cref="Next"/>.</summary>
     public const ushort FlagNext = 1;
 
@@ -26,9 +35,9 @@ public struct SplitDescriptor
     public const ushort FlagIndirect = 4;
 
     [FieldOffset(0)] private ulong _addr;
-    [FieldOffset(8)] private uint _len;
-    [FieldOffset(12)] private ushort _flags;
-    [FieldOffset(14)] private ushort _next;
+    [FieldOffset(LengthOffset)] private uint _len;
+    [FieldOffset(FlagsOffset)] private ushort _flags;
+    [FieldOffset(NextOffset)] private ushort _next;
 
     /// <summary>Creates a descriptor from host-order values.</summary>
     public SplitDescriptor(ulong address, uint length, ushort flags, ushort next)

@@ -542,8 +542,8 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     private bool TryPopSingle(ushort head, out DescriptorChain chain)
     {
         byte* desc = _descTable + ((nuint)head * SplitDescriptor.Size);
-        ushort flags = LittleEndian.Read16(desc + 12);
-        uint length = LittleEndian.Read32(desc + 8);
+        ushort flags = LittleEndian.Read16(desc + SplitDescriptor.FlagsOffset);
+        uint length = LittleEndian.Read32(desc + SplitDescriptor.LengthOffset);
         ulong address = LittleEndian.Read64(desc);
         byte* host;
         if ((flags & (SplitDescriptor.FlagNext | SplitDescriptor.FlagIndirect)) != 0
@@ -638,9 +638,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
 
             // One read of the descriptor's fields into locals.
             ulong address = LittleEndian.Read64(desc);
-            uint length = LittleEndian.Read32(desc + 8);
-            ushort flags = LittleEndian.Read16(desc + 12);
-            ushort next = LittleEndian.Read16(desc + 14);
+            uint length = LittleEndian.Read32(desc + SplitDescriptor.LengthOffset);
+            ushort flags = LittleEndian.Read16(desc + SplitDescriptor.FlagsOffset);
+            ushort next = LittleEndian.Read16(desc + SplitDescriptor.NextOffset);
 
             if ((flags & (SplitDescriptor.FlagIndirect | SplitDescriptor.FlagWrite)) != phase)
             {
@@ -766,9 +766,9 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             // The one read of this descriptor: every field is loaded once, and only these copies are used.
             byte* desc = table + ((nuint)index * SplitDescriptor.Size);
             ulong address = LittleEndian.Read64(desc);
-            uint length = LittleEndian.Read32(desc + 8);
-            ushort flags = LittleEndian.Read16(desc + 12);
-            ushort next = LittleEndian.Read16(desc + 14);
+            uint length = LittleEndian.Read32(desc + SplitDescriptor.LengthOffset);
+            ushort flags = LittleEndian.Read16(desc + SplitDescriptor.FlagsOffset);
+            ushort next = LittleEndian.Read16(desc + SplitDescriptor.NextOffset);
 
             if ((flags & SplitDescriptor.FlagIndirect) != 0)
             {
