@@ -1,6 +1,7 @@
 using System;
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics.X86;
@@ -35,8 +36,10 @@ namespace Virtio.Ring.Packed;
 /// </summary>
 public sealed unsafe class PackedQueueDevice : IDisposable
 {
-    private DeviceState _hot; // this side's mutable state, alone on its cache lines (see DeviceState)
     private const int InitialSegmentCapacity = 16;
+    private const uint NoPendingFirst = uint.MaxValue; // no slot is 0xFFFF: a packed queue has at most 32768
+
+    private DeviceState _hot; // this side's mutable state, alone on its cache lines (see DeviceState)
 
     private readonly GuestMemory _memory;
     private readonly PackedQueueLayout _layout;
@@ -72,7 +75,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         _segments = new ChainSegmentRecord[Math.Min(_size, InitialSegmentCapacity)];
         _hot.AvailWrap = true;
         _hot.UsedWrap = true;
-        _hot.PendingFirstSlot = -1;
+        _hot.PendingFirst = NoPendingFirst;
         _hot.NotificationsEnabled = true;
         _hot.DeviceEventWritten = uint.MaxValue; // unknown: the first write always happens
         memory.AddReference();
@@ -181,7 +184,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     public PackedQueueState SaveState()
     {
         ThrowIfDisposed();
-        if (_hot.InFlightBuffers != 0 || _hot.PendingFirstSlot >= 0)
+        if (_hot.InFlightBuffers != 0 || _hot.PendingFirst != NoPendingFirst)
         {
             ThrowHelper.ThrowInvalidOperation("Push and publish every popped buffer before saving a packed queue.");
         }
@@ -196,16 +199,19 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryPop(out DescriptorChain chain)
     {
-        if (_hot.RunCount == 0 && !ScanRun())
+        if (_hot.RunFlags == 0 && !ScanRun())
         {
             chain = default;
             return false;
         }
 
         // Fast path: a one-descriptor list (no NEXT, no INDIRECT), the common case for most devices.
-        return ((ushort)_hot.RunFlags & (PackedDescriptor.FlagNext | PackedDescriptor.FlagIndirect)) == 0
-            ? PopSingle(out chain)
-            : TryWalkListFast(out chain) || WalkList(out chain);
+        if (((ushort)_hot.RunFlags & (PackedDescriptor.FlagNext | PackedDescriptor.FlagIndirect)) == 0)
+        {
+            return TryPopSingleFast(out chain) || PopSingle(out chain);
+        }
+
+        return TryWalkListFast(out chain) || WalkList(out chain);
     }
 
     /// <summary>
@@ -295,12 +301,13 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             return;
         }
 
-        if (_hot.PendingFirstSlot >= 0)
+        uint pending = _hot.PendingFirst;
+        if (pending != NoPendingFirst)
         {
             // The ids, lengths and later flags of the batch were written with plain stores; the release store of
             // the first descriptor's flags orders them all before it (2.8.9: first marked last).
-            LittleEndian.VolatileWrite16(_ring + ((nuint)(uint)_hot.PendingFirstSlot * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset, _hot.PendingFirstFlags);
-            _hot.PendingFirstSlot = -1;
+            LittleEndian.VolatileWrite16(_ring + ((nuint)(pending & 0xFFFF) * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset, (ushort)(pending >> 16));
+            _hot.PendingFirst = NoPendingFirst;
         }
     }
 
@@ -381,7 +388,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         _hot.Disposed = true;
         _hot.Halted = true;
-        _hot.RunCount = 0; // TryPop must reach the halted check, not a cached run
+        _hot.RunFlags = 0; // TryPop must reach the halted check, not a cached run
         _memory.ReleaseReference();
     }
 
@@ -426,8 +433,8 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             n = 1;
         }
 
+        Debug.Assert(n == RunLength(flags), "an available descriptor's flags are never 0");
         _hot.RunFlags = flags;
-        _hot.RunCount = n;
         return true;
     }
 
@@ -473,7 +480,54 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// The pop of an ordinary one-descriptor list, inlined into <see cref="TryPop"/>: its buffer inside the cached
+    /// region, its ID free, room in flight, no IN_ORDER bookkeeping. On anything else it returns false having
+    /// committed nothing, and <see cref="PopSingle"/> reads the descriptor again and applies every rule.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryPopSingleFast(out DescriptorChain chain)
+    {
+        uint slot = _hot.NextAvail;
+        byte* desc = _ring + ((nuint)slot * PackedDescriptor.Size);
+        ulong address = LittleEndian.Read64(desc);
+        uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
+        ushort id = LittleEndian.Read16(desc + PackedDescriptor.IdOffset);
+        ulong offset = address - _hot.Regions.Gpa; // wraps to a huge value below the region
+        ulong regionLength = _hot.Regions.Length;
+        ushort[] slotsOfId = _slotsOfId;
+        if (offset >= regionLength
+            || length > Math.Min(regionLength - offset, (ulong)int.MaxValue)
+            || id >= (uint)slotsOfId.Length
+            || slotsOfId[id] != 0
+            || InFlightSlots >= _size
+            || _popOrder != null)
+        {
+            chain = default;
+            return false;
+        }
+
+        ChainSegmentRecord[] segments = _segments;
+        ref ChainSegmentRecord first = ref MemoryMarshal.GetArrayDataReference(segments);
+        first = new ChainSegmentRecord(_hot.Regions.Host + offset, (int)length, _hot.Regions.Index);
+        slotsOfId[id] = 1;
+        _hot.InFlightBuffers++;
+        if (++slot == (uint)_size)
+        {
+            slot = 0;
+            _hot.AvailWrap = !_hot.AvailWrap;
+        }
+
+        _hot.NextAvail = (ushort)slot;
+        ulong run = _hot.RunFlags;
+        _hot.RunFlags = run >> 16;
+        bool readable = (run & PackedDescriptor.FlagWrite) == 0;
+        chain = new DescriptorChain(id, MemoryMarshal.CreateReadOnlySpan(ref first, 1), _memory, readable ? 1 : 0, readable ? length : 0, readable ? 0 : length);
+        return true;
+    }
+
     /// <summary>A list of one direct descriptor whose flags (available, no NEXT, no INDIRECT) were scanned.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private bool PopSingle(out DescriptorChain chain)
     {
         chain = default;
@@ -505,7 +559,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         }
 
         int readable = (flags & PackedDescriptor.FlagWrite) == 0 ? 1 : 0;
-        return CommitPop(id, 1, slot, wrap, _hot.RunCount, _hot.RunFlags, segments.AsSpan(0, 1), readable, readable == 1 ? length : 0, length, out chain);
+        return CommitPop(id, 1, slot, wrap, _hot.RunFlags, segments.AsSpan(0, 1), readable, readable == 1 ? length : 0, length, out chain);
     }
 
     /// <summary>
@@ -538,7 +592,6 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         uint slot = _hot.NextAvail;
         bool wrap = _hot.AvailWrap;
         ulong run = _hot.RunFlags;
-        int runLeft = _hot.RunCount;
         byte* desc = _ring + ((nuint)slot * PackedDescriptor.Size);
         ushort flags = (ushort)run;
         ushort phase = 0; // the WRITE flag every descriptor must carry from here on (2.8.4: readable ones first)
@@ -594,9 +647,9 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
             // The next descriptor's flags: from the scan while it lasts, else one read, ordered after the head's
             // acquire load; every descriptor of a list must be available (2.8.6, 2.8.15).
-            if (--runLeft > 0)
+            run >>= 16;
+            if (run != 0)
             {
-                run >>= 16;
                 flags = (ushort)run;
             }
             else
@@ -612,7 +665,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         int count = (int)((nuint)Unsafe.ByteOffset(ref first, ref record) / (nuint)sizeof(ChainSegmentRecord));
 
         // CommitPop's checks, made here first so that a failure declines instead of breaking the queue.
-        if (totalBytes > uint.MaxValue || id >= _size || _slotsOfId[id] != 0 || _hot.InFlightSlots + count > _size)
+        if (totalBytes > uint.MaxValue || id >= _size || _slotsOfId[id] != 0 || InFlightSlots + count > _size)
         {
             return false;
         }
@@ -623,11 +676,11 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             readableBytes = totalBytes;
         }
 
-        return CommitPop(id, count, slot, wrap, _hot.RunCount, _hot.RunFlags, MemoryMarshal.CreateReadOnlySpan(ref first, count), readable, readableBytes, totalBytes, out chain);
+        return CommitPop(id, count, slot, wrap, _hot.RunFlags, MemoryMarshal.CreateReadOnlySpan(ref first, count), readable, readableBytes, totalBytes, out chain);
     }
 
     /// <summary>
-    /// Reads the list starting at the next slot; the first <c>RunCount</c> descriptors' flags are already
+    /// Reads the list starting at the next slot; the flags of the first descriptors (the nonzero lanes of <c>RunFlags</c>) are already
     /// read (and available) in <c>RunFlags</c>.
     /// </summary>
     private bool WalkList(out DescriptorChain chain)
@@ -639,7 +692,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         uint slot = _hot.NextAvail;
         bool wrap = _hot.AvailWrap;
         ulong run = _hot.RunFlags;
-        int runCount = _hot.RunCount;
+        int runCount = RunLength(run);
         ushort flags = (ushort)run;
         int count = 0;
         int readable = 0;
@@ -698,7 +751,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
                     goto Failed;
                 }
 
-                return PopIndirect(address, length, id, slot, wrap, runCount, run, out chain);
+                return PopIndirect(address, length, id, slot, wrap, run, out chain);
             }
 
             if (length > int.MaxValue)
@@ -750,7 +803,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             goto Failed;
         }
 
-        return CommitPop(id, count, slot, wrap, runCount, run, segments.AsSpan(0, count), readable, readableBytes, totalBytes, out chain);
+        return CommitPop(id, count, slot, wrap, run, segments.AsSpan(0, count), readable, readableBytes, totalBytes, out chain);
 
     Failed:
         return Fail(error, detail);
@@ -766,7 +819,6 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         int slots,
         uint nextSlot,
         bool nextWrap,
-        int runCount,
         ulong run,
         ReadOnlySpan<ChainSegmentRecord> segments,
         int readable,
@@ -788,13 +840,13 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         }
 
         // A driver can only fill slots the device has handed back: more than Q in flight means slots were reused.
-        if (_hot.InFlightSlots + slots > _size)
+        int inFlightSlots = InFlightSlots;
+        if (inFlightSlots + slots > _size)
         {
-            return Fail(QueueError.InFlightExceedsQueueSize, (ulong)(_hot.InFlightSlots + slots));
+            return Fail(QueueError.InFlightExceedsQueueSize, (ulong)(inFlightSlots + slots));
         }
 
         _slotsOfId[id] = (ushort)slots;
-        _hot.InFlightSlots += slots;
         _hot.InFlightBuffers++;
         if (_popOrder != null)
         {
@@ -803,15 +855,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         _hot.NextAvail = (ushort)nextSlot;
         _hot.AvailWrap = nextWrap;
-        if (slots >= runCount)
-        {
-            _hot.RunCount = 0;
-        }
-        else
-        {
-            _hot.RunFlags = run >> (16 * slots);
-            _hot.RunCount = runCount - slots;
-        }
+        _hot.RunFlags = slots < PackedFlagScanner.MaxRun ? run >> (16 * slots) : 0; // the lanes past the list's slots
 
         chain = new DescriptorChain(id, segments, _memory, readable, (uint)readableBytes, (uint)(totalBytes - readableBytes));
         return true;
@@ -822,7 +866,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     /// buffer; only WRITE is meaningful in an entry and INDIRECT is forbidden.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool PopIndirect(ulong tableAddress, uint tableLength, ushort id, uint nextSlot, bool nextWrap, int runCount, ulong run, out DescriptorChain chain)
+    private bool PopIndirect(ulong tableAddress, uint tableLength, ushort id, uint nextSlot, bool nextWrap, ulong run, out DescriptorChain chain)
     {
         chain = default;
         if (!_indirect)
@@ -899,7 +943,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             segments[count++] = new ChainSegmentRecord(host, (int)length, _hot.Regions.Index);
         }
 
-        return CommitPop(id, 1, nextSlot, nextWrap, runCount, run, segments.AsSpan(0, count), readable, readableBytes, totalBytes, out chain);
+        return CommitPop(id, 1, nextSlot, nextWrap, run, segments.AsSpan(0, count), readable, readableBytes, totalBytes, out chain);
     }
 
     private void WriteUsed(ushort id, uint writtenLength, int slots)
@@ -910,10 +954,9 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         LittleEndian.Write16(desc + PackedDescriptor.IdOffset, id);
         LittleEndian.Write32(desc + PackedDescriptor.LengthOffset, writtenLength);
         ushort flags = (ushort)(PackedDescriptor.UsedBits(_hot.UsedWrap) | (writtenLength != 0 ? PackedDescriptor.FlagWrite : 0));
-        if (_hot.PendingFirstSlot < 0)
+        if (_hot.PendingFirst == NoPendingFirst)
         {
-            _hot.PendingFirstSlot = (int)slot;
-            _hot.PendingFirstFlags = flags;
+            _hot.PendingFirst = slot | ((uint)flags << 16); // one store: the slot (< 32768) and its flags
         }
         else
         {
@@ -930,9 +973,18 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         }
 
         _hot.NextUsed = (ushort)slot;
-        _hot.InFlightSlots -= slots;
         _hot.UsedSinceSignal += slots;
     }
+
+    /// <summary>
+    /// Slots popped and not yet used: the distance from the next used slot to the next available one, a whole lap
+    /// when the wrap counters differ (used slots trail available ones by at most Q, 2.8.21). Derived, not counted,
+    /// so pop and push store nothing for it.
+    /// </summary>
+    private int InFlightSlots => _hot.NextAvail - _hot.NextUsed + (_hot.AvailWrap != _hot.UsedWrap ? _size : 0);
+
+    /// <summary>Descriptors whose flags a scanned run still holds: its nonzero lanes (available flags are never 0).</summary>
+    private static int RunLength(ulong run) => (64 - BitOperations.LeadingZeroCount(run) + 15) / 16;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ChainSegmentRecord[] GrowSegments() => _segments = ChainSegmentRecord.Grow(_segments, _size);
@@ -947,7 +999,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         }
 
         _hot.Halted = true;
-        _hot.RunCount = 0;
+        _hot.RunFlags = 0;
         return false;
     }
 
@@ -987,10 +1039,8 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         public ushort NextUsed;
         public bool UsedWrap;
         public int InFlightBuffers;
-        public int InFlightSlots;
         public int UsedSinceSignal; // slots advanced since the last interrupt decision
-        public int PendingFirstSlot; // used descriptor whose flags PublishUsed still has to write, or -1
-        public ushort PendingFirstFlags;
+        public uint PendingFirst; // the used descriptor whose flags FlushUsed still has to write: slot | flags << 16
         public uint DeviceEventWritten; // last value stored to the device event suppression structure
         public bool NotificationsEnabled;
         public QueueError Error;
@@ -999,7 +1049,6 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         public bool Disposed;
         public int PopOrderFirst;
         public ulong RunFlags;
-        public int RunCount;
         public RegionCache Regions; // the region the last buffer was in
         public CacheLinePadding After;
     }

@@ -100,9 +100,48 @@ public class PackedDeviceValidationTests
         Assert.True(device.TryPop(out _));
         Assert.True(device.TryPop(out _));
 
-        // The device holds all three slots; the guest re-offers slot 0 in lap 2 with a free buffer ID anyway.
+        // The device holds all three slots; the guest re-offers slot 0 in lap 2 with a free buffer ID anyway, as
+        // a one-descriptor list (the device's fast path for those must decline it too).
         forge.WriteSlot(0, Buf, 8, 2, PackedDescriptor.FlagUsed);
         AssertBroken(device, QueueError.InFlightExceedsQueueSize);
+    }
+
+    [Fact]
+    public void Exactly_queue_size_slots_may_be_in_flight_in_any_lap()
+    {
+        // The slots in flight are counted from the ring positions and wrap counters: check the boundary after
+        // several laps, where both positions are equal and only the wrap counters tell full from empty.
+        const int Q = 4;
+        using var forge = new PackedForge(Q);
+        using PackedQueueDevice device = forge.AttachDevice();
+        bool wrap = true;
+        int slot = 0;
+        for (int lap = 0; lap < 3; lap++)
+        {
+            for (int i = 0; i < Q; i++)
+            {
+                forge.WriteSlot(slot, Buf, 8, (ushort)i, wrap ? Avail : PackedDescriptor.FlagUsed);
+                slot++;
+            }
+
+            slot = 0;
+            wrap = !wrap;
+            for (int i = 0; i < Q; i++)
+            {
+                Assert.True(device.TryPop(out DescriptorChain chain), $"lap {lap} buffer {i}: {device.Error}");
+                Assert.Equal(i, chain.Id);
+            }
+
+            Assert.Equal(Q, device.InFlight);
+            Assert.False(device.TryPop(out _)); // full, nothing new: not an error
+            Assert.False(device.IsBroken);
+            for (int i = 0; i < Q; i++)
+            {
+                device.PushUsed((ushort)i, 0);
+            }
+
+            device.FlushUsed();
+        }
     }
 
     [Fact]
