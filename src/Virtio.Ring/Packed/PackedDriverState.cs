@@ -12,8 +12,6 @@ internal unsafe struct PackedDriverState
 {
     public CacheLinePadding Before;
     public int FreeIdCount;
-    public int FreeSlots;
-    public int InFlight;
     public ushort NextAvail;
     public bool AvailWrap;
     public ushort NextUsed;

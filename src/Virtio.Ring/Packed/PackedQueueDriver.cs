@@ -90,10 +90,10 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     public VirtqueueFeatures Features { get; }
 
     /// <summary>Free descriptor slots.</summary>
-    public int FreeDescriptors => _hot.FreeSlots;
+    public int FreeDescriptors => FreeSlots;
 
     /// <summary>Buffers made available and not yet returned used.</summary>
-    public int InFlight => _hot.InFlight;
+    public int InFlight => _size - _hot.FreeIdCount;
 
     /// <summary>Why the queue is broken, or <see cref="QueueError.None"/>.</summary>
     public QueueError Error => _hot.Error;
@@ -108,7 +108,51 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     /// Makes a list of device-readable then device-writable buffers available (visible to the device at once).
     /// Returns false when the ring has no room or the queue is broken; a list longer than the queue throws.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAdd(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, TToken token)
+    {
+        // Fast path: one direct descriptor, the most common buffer, written in place.
+        return readable.Length + writable.Length == 1 && _addOrder == null && !_hot.Halted
+            ? TryAddOne(readable.IsEmpty ? writable[0] : readable[0], readable.IsEmpty, token)
+            : TryAddList(readable, writable, token);
+    }
+
+    private bool TryAddOne(GuestRange range, bool isWritable, TToken token)
+    {
+        int freeIds = _hot.FreeIdCount;
+        if (freeIds == 0 || FreeSlots == 0)
+        {
+            return false;
+        }
+
+        ushort id = _freeIds[--freeIds];
+        _hot.FreeIdCount = freeIds;
+        uint head = _hot.NextAvail;
+        bool wrap = _hot.AvailWrap;
+        byte* desc = _ring + ((nuint)head * PackedDescriptor.Size);
+        LittleEndian.Write64(desc, range.Address);
+        LittleEndian.Write32(desc + PackedDescriptor.LengthOffset, range.Length);
+        LittleEndian.Write16(desc + PackedDescriptor.IdOffset, id);
+        ref BufferState state = ref _buffers[id];
+        state.Token = token;
+        state.Info = BufferState.Pack(1, -1);
+        _hot.AddedSinceKick++;
+        if (++head == (uint)_size)
+        {
+            head = 0;
+            _hot.AvailWrap = !wrap;
+        }
+
+        _hot.NextAvail = (ushort)head;
+
+        // 2.8.21 "Updating flags": the descriptor is written; a release store of its flags makes it available.
+        LittleEndian.VolatileWrite16(
+            desc + PackedDescriptor.FlagsOffset,
+            (ushort)(PackedDescriptor.AvailableBits(wrap) | (isWritable ? PackedDescriptor.FlagWrite : 0)));
+        return true;
+    }
+
+    private bool TryAddList(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, TToken token)
     {
         int total = readable.Length + writable.Length;
         if (_hot.Halted || (uint)(total - 1) >= (uint)_size)
@@ -123,7 +167,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             slots = 1;
         }
 
-        if (slots > _hot.FreeSlots || _hot.FreeIdCount == 0)
+        if (slots > FreeSlots || _hot.FreeIdCount == 0)
         {
             if (table >= 0)
             {
@@ -138,7 +182,6 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         ushort headFlags;
         if (total == 1)
         {
-            // One direct descriptor, the most common buffer: written in place, without WriteList's loop.
             bool isWritable = readable.IsEmpty;
             GuestRange range = isWritable ? writable[0] : readable[0];
             byte* desc = _ring + ((nuint)head * PackedDescriptor.Size);
@@ -165,9 +208,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
 
         ref BufferState state = ref _buffers[id];
         state.Token = token;
-        state.Slots = (ushort)slots;
-        state.IndirectTable = table;
-        _hot.FreeSlots -= slots;
+        state.Info = BufferState.Pack(slots, table);
         if (_addOrder != null)
         {
             uint writableBytes = 0;
@@ -177,10 +218,9 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             }
 
             state.WritableBytes = writableBytes;
-            _addOrder[(_hot.AddOrderFirst + _hot.InFlight) % _size] = id;
+            _addOrder[(_hot.AddOrderFirst + InFlight - 1) % _size] = id;
         }
 
-        _hot.InFlight++;
         _hot.AddedSinceKick += slots;
 
         // 2.8.21 "Updating flags": everything else in the list is written; a release store of the first
@@ -295,12 +335,13 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             ushort id = LittleEndian.Read16(desc + PackedDescriptor.IdOffset);
             uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
             int count = 0;
-            while (count < _hot.InFlight && _addOrder[(_hot.AddOrderFirst + count) % _size] != id)
+            int inFlight = InFlight;
+            while (count < inFlight && _addOrder[(_hot.AddOrderFirst + count) % _size] != id)
             {
                 count++;
             }
 
-            if (count == _hot.InFlight)
+            if (count == inFlight)
             {
                 Fail(QueueError.UsedIdInvalid, id);
                 return false;
@@ -342,7 +383,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     /// flight (<c>virtqueue_enable_cb_delayed</c>); otherwise as <see cref="EnableUsedNotifications"/>.
     /// </summary>
     public bool EnableUsedNotificationsDelayed() =>
-        EnableUsedNotificationsAt(_eventIdx ? (_size - _hot.FreeSlots) * 3 / 4 : 0);
+        EnableUsedNotificationsAt(_eventIdx ? (_size - FreeSlots) * 3 / 4 : 0);
 
     /// <summary>After a device reset: hands back the token of every buffer still in flight, one at a time.</summary>
     public bool TryDetachUnused([MaybeNullWhen(false)] out TToken token)
@@ -352,6 +393,8 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         {
             if (_buffers[_hot.DetachCursor].Slots != 0)
             {
+                // The ring positions still count the detached buffer's slots: until Reset the queue takes no more.
+                _hot.Halted = true;
                 token = FreeBuffer((ushort)_hot.DetachCursor);
                 return true;
             }
@@ -365,9 +408,9 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     public void Reset()
     {
         ThrowIfDisposed();
-        if (_hot.InFlight != 0)
+        if (InFlight != 0)
         {
-            ThrowHelper.ThrowInvalidOperation($"{_hot.InFlight} buffers are still in flight: take them back with TryDetachUnused first.");
+            ThrowHelper.ThrowInvalidOperation($"{InFlight} buffers are still in flight: take them back with TryDetachUnused first.");
         }
 
         InitializeRing();
@@ -398,10 +441,8 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         }
 
         _hot.FreeIdCount = _size;
-        _hot.FreeSlots = _size;
         _hot.AddOrderFirst = 0;
         _hot.BatchRemaining = 0;
-        _hot.InFlight = 0;
         _hot.NextAvail = 0;
         _hot.AvailWrap = true;
         _hot.NextUsed = 0;
@@ -488,18 +529,27 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     {
         ref BufferState state = ref _buffers[id];
         Debug.Assert(state.Slots != 0, "only buffers in flight are freed");
-        _hot.FreeSlots += state.Slots;
-        if (state.IndirectTable >= 0)
+        if (state.Info > BufferState.NoTableMax)
         {
             _pool!.Return(state.IndirectTable);
         }
 
         TToken token = state.Token;
-        state = default;
+        if (RuntimeHelpers.IsReferenceOrContainsReferences<TToken>())
+        {
+            state.Token = default!; // let the collector have it
+        }
+
+        state.Info = 0; // not in flight
         _freeIds[_hot.FreeIdCount++] = id;
-        _hot.InFlight--;
         return token;
     }
+
+    /// <summary>
+    /// Free descriptor slots: Q less the slots from the next used slot to the next available one (a whole lap
+    /// when the wrap counters differ). Derived from the positions, so add and get-used store nothing for it.
+    /// </summary>
+    private int FreeSlots => _hot.NextUsed - _hot.NextAvail + (_hot.AvailWrap != _hot.UsedWrap ? 0 : _size);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Advance(ref ushort position, ref bool wrap, int slots)
@@ -646,9 +696,23 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
 
     private struct BufferState
     {
+        /// <summary>Largest <see cref="Info"/> of a buffer without an indirect table.</summary>
+        public const uint NoTableMax = 0xFFFF;
+
         public TToken Token;
-        public int IndirectTable;
-        public ushort Slots;
+        public uint Info; // slots in the low 16 bits (0: not in flight), indirect table + 1 in the high: one store
         public uint WritableBytes; // IN_ORDER: reported for buffers a batch covers without naming them
+
+        /// <summary>Ring slots the buffer occupies; 0 when it is not in flight.</summary>
+        public readonly int Slots => (int)(Info & 0xFFFF);
+
+        /// <summary>The buffer's indirect table, or -1.</summary>
+        public readonly int IndirectTable => (int)(Info >> 16) - 1;
+
+        public static uint Pack(int slots, int table)
+        {
+            Debug.Assert(slots is > 0 and <= 32768 && table is >= -1 and < 32768, "a queue and a pool have at most 32768 of each");
+            return (uint)slots | ((uint)(table + 1) << 16);
+        }
     }
 }

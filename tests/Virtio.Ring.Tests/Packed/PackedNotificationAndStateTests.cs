@@ -139,6 +139,73 @@ public class PackedNotificationAndStateTests
         Assert.Equal(QueueError.InvalidSavedState, e3);
     }
 
+    [Fact]
+    public void Free_slots_and_buffers_in_flight_follow_the_ring_across_laps()
+    {
+        // Free slots are derived from the ring positions and wrap counters; check them at every step of three
+        // laps of mixed one- and two-slot buffers, including the full ring (positions equal, wraps differ).
+        const int Q = 4;
+        using var forge = new PackedForge(Q);
+        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        using PackedQueueDevice device = forge.AttachDevice();
+        int usedSlots = 0;
+        for (int round = 0; round < 6; round++)
+        {
+            Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [new GuestRange(Buf + 8, 8)], round)); // 2 slots
+            Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], 100 + round));                      // 1 slot
+            Assert.True(driver.TryAdd([], [new GuestRange(Buf, 8)], 200 + round));                       // 1 slot
+            Assert.Equal(0, driver.FreeDescriptors);
+            Assert.Equal(3, driver.InFlight);
+            Assert.False(driver.TryAdd([new GuestRange(Buf, 8)], [], -1)); // full: no room, not an error
+            for (int i = 0; i < 3; i++)
+            {
+                Assert.True(device.TryPop(out DescriptorChain chain));
+                device.PushUsed(chain.Id, 0);
+            }
+
+            device.FlushUsed();
+            Assert.True(driver.TryGetUsed(out int first, out _));
+            Assert.Equal(round, first);
+            Assert.Equal(2, driver.FreeDescriptors);
+            Assert.True(driver.TryGetUsed(out _, out _));
+            Assert.True(driver.TryGetUsed(out _, out _));
+            Assert.Equal(Q, driver.FreeDescriptors);
+            Assert.Equal(0, driver.InFlight);
+            usedSlots += Q;
+        }
+
+        Assert.False(driver.IsBroken);
+        Assert.Equal(6 * Q, usedSlots);
+    }
+
+    [Fact]
+    public void After_buffers_are_detached_the_queue_takes_no_more_until_reset()
+    {
+        using var forge = new PackedForge(4);
+        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], 1));
+        Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], 2));
+
+        // Device reset: both buffers come back unused. The ring still holds their slots, so adding now would
+        // reuse positions the reset device never saw; the driver refuses until Reset.
+        Assert.True(driver.TryDetachUnused(out int a));
+        Assert.True(driver.TryDetachUnused(out int b));
+        Assert.False(driver.TryDetachUnused(out _));
+        Assert.Equal(3, a + b);
+        Assert.Equal(0, driver.InFlight);
+        Assert.False(driver.TryAdd([new GuestRange(Buf, 8)], [], 3));
+        driver.Reset();
+        Assert.Equal(4, driver.FreeDescriptors);
+        Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], 3));
+        Assert.Equal((Buf, 8u), (ReadAddress(forge, 0), forge.ReadSlot(0).Len)); // written from slot 0 again
+    }
+
+    private static ulong ReadAddress(PackedForge forge, int slot)
+    {
+        Assert.Equal(GuestMemoryError.None, forge.Memory.TryGetSpan(forge.Layout.DescriptorRingAddress + (ulong)(16 * slot), 8, out Span<byte> bytes));
+        return BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+    }
+
     private static void Use(PackedQueueDriver<int> driver, PackedQueueDevice device, int count)
     {
         for (int i = 0; i < count; i++)
