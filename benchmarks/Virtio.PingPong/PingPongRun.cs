@@ -1,6 +1,5 @@
 using System;
 using System.Diagnostics;
-using System.Runtime.CompilerServices;
 using System.Threading;
 using Virtio.Ring;
 
@@ -55,7 +54,6 @@ internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice d
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private string? RunGuest(int cycles)
     {
         if (!sleep)
@@ -131,7 +129,6 @@ internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice d
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private string? RunHost(int cycles)
     {
         if (!sleep)

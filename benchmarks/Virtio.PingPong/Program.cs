@@ -95,9 +95,16 @@ if (usedBatch < 1)
 
 var run = new PingPongRun(driver, device, sleep, batch, maxOutstanding, relax, usedBatch, hostRelax);
 
-// Warm up first (untimed), so the timed run measures steady-state code, not the JIT's tiers: ringtest's C code is
-// optimised from its first instruction, ours is after a few hundred thousand buffers.
-run.Exchange(Math.Min(runCycles, 2_000_000), guestCpu, hostCpu);
+// Warm up first (untimed) for a second of exchanges, so the timed run measures steady-state code, not the JIT's
+// tiers: ringtest's C code is optimised from its first instruction; ours reaches its final tier only after the
+// runtime's call-counting delay (100 ms with no new tier-0 code) and a background compile. A warm-up of a few
+// million buffers ended inside that window and left part of the timed run on instrumented code.
+var warmUp = System.Diagnostics.Stopwatch.StartNew();
+while (warmUp.Elapsed < TimeSpan.FromSeconds(1) && run.Failure is null)
+{
+    run.Exchange(Math.Min(runCycles, 1_000_000), guestCpu, hostCpu);
+}
+
 TimeSpan elapsed = run.Exchange(runCycles, guestCpu, hostCpu);
 string? failure = run.Failure;
 device.Dispose();
