@@ -123,6 +123,7 @@ public sealed class VirtqueueDevice : IDisposable
     }
 
     /// <summary>Makes pushed used buffers visible without the interrupt decision (polling drivers).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void FlushUsed()
     {
         if (_packed is null)

@@ -1,5 +1,6 @@
 using System;
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using Virtio.Ring.Packed;
 using Virtio.Ring.Split;
 
@@ -44,10 +45,12 @@ public sealed class VirtqueueDriver<TToken> : IDisposable
     public QueueError Error => _packed?.Error ?? _split!.Error;
 
     /// <summary>Adds a buffer; see <see cref="SplitQueueDriver{TToken}.TryAdd"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAdd(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, TToken token) =>
         _packed is null ? _split!.TryAdd(readable, writable, token) : _packed.TryAdd(readable, writable, token);
 
     /// <summary>Makes added buffers available without the kick decision (polling drivers).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PublishAvailable()
     {
         if (_packed is null)
@@ -64,6 +67,7 @@ public sealed class VirtqueueDriver<TToken> : IDisposable
     public bool Publish() => _packed is null ? _split!.Publish() : _packed.Publish();
 
     /// <summary>Takes the next used buffer back.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGetUsed([MaybeNullWhen(false)] out TToken token, out uint writtenLength) =>
         _packed is null ? _split!.TryGetUsed(out token, out writtenLength) : _packed.TryGetUsed(out token, out writtenLength);
 

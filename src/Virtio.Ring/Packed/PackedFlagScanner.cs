@@ -32,6 +32,16 @@ internal static unsafe class PackedFlagScanner
     private const ushort WrapBits = PackedDescriptor.FlagAvail | PackedDescriptor.FlagUsed;
 
     /// <summary>
+    /// How many slots ahead each side prefetches the descriptor ring: a quarter of the ring, at most 32 slots (8
+    /// cache lines), in whole lines. Two polling threads with a full ring run about half a ring apart, so a
+    /// quarter keeps the prefetch on lines the other side finished with; 8 lines cover a cross-core transfer
+    /// (60 to 330 ns round trip on the machines we measure) at a few nanoseconds a descriptor. Measured with
+    /// benchmarks/ringtest-compare.sh: 2 lines ahead gave a median 1.2-1.3 times ringtest's <c>ring</c>, 8 lines
+    /// about 1.0 (docs/PERFORMANCE.md).
+    /// </summary>
+    public static int PrefetchSlots(int queueSize) => Math.Min(32, queueSize / 4) & ~(MaxRun - 1);
+
+    /// <summary>
     /// Scans <paramref name="count"/> (1 to 4) descriptors from <paramref name="first"/>; returns how many leading
     /// ones are available and packs their flags into <paramref name="flags"/> (16 bits each, first in the low bits).
     /// </summary>

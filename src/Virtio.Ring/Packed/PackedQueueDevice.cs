@@ -50,6 +50,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     private readonly byte* _ring;
     private readonly byte* _driverEvent;
     private readonly byte* _deviceEvent;
+    private readonly int _prefetchSlots;     // how far ahead of the next slot a scan prefetches
     private readonly ushort[] _slotsOfId;   // descriptors each buffer ID in flight occupies; 0 = not in flight
     private readonly ushort[]? _popOrder;   // IN_ORDER: buffer IDs in flight, oldest first (a ring of Q entries)
 
@@ -71,6 +72,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         _driverEvent = driverEvent;
         _deviceEvent = deviceEvent;
         _slotsOfId = new ushort[_size];
+        _prefetchSlots = PackedFlagScanner.PrefetchSlots(_size);
         _popOrder = (features & VirtqueueFeatures.InOrder) != 0 ? new ushort[_size] : null;
         _segments = new ChainSegmentRecord[Math.Min(_size, InitialSegmentCapacity)];
         _hot.AvailWrap = true;
@@ -409,18 +411,16 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         int n = PackedFlagScanner.Scan(_ring + ((nuint)_hot.NextAvail * PackedDescriptor.Size), count, _hot.AvailWrap, out ulong flags);
         if (Sse.IsSupported)
         {
-            // A hint, not a read: ask for the cache line two lines ahead, which a driver that keeps the ring full
-            // finished writing long ago, so its transfer from the driver's core overlaps this run's work.
-            int ahead = _hot.NextAvail + (2 * PackedFlagScanner.MaxRun);
+            // A hint, not a read: ask for the cache line a prefetch distance ahead (PackedFlagScanner.PrefetchSlots),
+            // which a driver that keeps the ring full finished writing long ago, so its transfer from the driver's
+            // core overlaps the work on the lines before it.
+            int ahead = _hot.NextAvail + _prefetchSlots;
             if (ahead >= _size)
             {
                 ahead -= _size;
             }
 
-            if ((uint)ahead < (uint)_size)
-            {
-                Sse.Prefetch0(_ring + ((nuint)(uint)ahead * PackedDescriptor.Size));
-            }
+            Sse.Prefetch0(_ring + ((nuint)(uint)ahead * PackedDescriptor.Size));
         }
         if (n == 0)
         {
@@ -946,6 +946,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         return CommitPop(id, 1, nextSlot, nextWrap, run, segments.AsSpan(0, count), readable, readableBytes, totalBytes, out chain);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void WriteUsed(ushort id, uint writtenLength, int slots)
     {
         Debug.Assert(slots is > 0 and <= ushort.MaxValue, "every buffer occupies at least one slot");

@@ -36,6 +36,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     private readonly byte* _ring;
     private readonly byte* _driverEvent;
     private readonly byte* _deviceEvent;
+    private readonly int _prefetchSlots; // how far ahead of the next used slot PrefetchUsedAhead looks
     private readonly ushort[] _freeIds;
     private readonly BufferState[] _buffers;
     private readonly ushort[]? _addOrder;     // IN_ORDER: buffer IDs in flight, oldest first (a ring of Q entries)
@@ -74,6 +75,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         _pool = (features & VirtqueueFeatures.IndirectDescriptors) != 0 ? indirectPool : null;
         _size = layout.QueueSize;
         _eventIdx = (features & VirtqueueFeatures.EventIndex) != 0;
+        _prefetchSlots = PackedFlagScanner.PrefetchSlots(_size);
         _freeIds = new ushort[_size];
         _buffers = new BufferState[_size];
         _addOrder = (features & VirtqueueFeatures.InOrder) != 0 ? new ushort[_size] : null;
@@ -117,6 +119,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             : TryAddList(readable, writable, token);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool TryAddOne(GuestRange range, bool isWritable, TToken token)
     {
         int freeIds = _hot.FreeIdCount;
@@ -289,7 +292,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
 
         // Acquire: the id and length are read after the flags that published them.
         ushort flags = _hot.Halted ? (ushort)0 : LittleEndian.VolatileRead16(desc + PackedDescriptor.FlagsOffset);
-        if (!PackedDescriptor.IsUsed(flags, _hot.UsedWrap) && !RecheckUsed(out flags))
+        if (!PackedDescriptor.IsUsed(flags, _hot.UsedWrap) && !RecheckUsed())
         {
             token = default;
             writtenLength = 0;
@@ -327,7 +330,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         {
             byte* desc = _ring + ((nuint)_hot.NextUsed * PackedDescriptor.Size);
             ushort flags = _hot.Halted ? (ushort)0 : LittleEndian.VolatileRead16(desc + PackedDescriptor.FlagsOffset);
-            if (!PackedDescriptor.IsUsed(flags, _hot.UsedWrap) && !RecheckUsed(out flags))
+            if (!PackedDescriptor.IsUsed(flags, _hot.UsedWrap) && !RecheckUsed())
             {
                 return false;
             }
@@ -503,25 +506,23 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     }
 
     /// <summary>
-    /// A hint, not a read: at each new cache line of used descriptors, asks for the line two lines ahead. When
-    /// the device runs ahead of us, those lines were written long ago and sit in the device's core; fetching them
-    /// now overlaps their transfer with our work on this line.
+    /// A hint, not a read: at each new cache line of used descriptors, asks for the line a prefetch distance ahead
+    /// (<see cref="PackedFlagScanner.PrefetchSlots"/>). When the device runs ahead of us, those lines were written
+    /// long ago and sit in the device's core; fetching them now overlaps their transfer with our work on the lines
+    /// before them.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void PrefetchUsedAhead()
     {
         if (Sse.IsSupported && (_hot.NextUsed % PackedFlagScanner.MaxRun) == 0)
         {
-            int ahead = _hot.NextUsed + (2 * PackedFlagScanner.MaxRun);
+            int ahead = _hot.NextUsed + _prefetchSlots;
             if (ahead >= _size)
             {
                 ahead -= _size;
             }
 
-            if ((uint)ahead < (uint)_size)
-            {
-                Sse.Prefetch0(_ring + ((nuint)(uint)ahead * PackedDescriptor.Size));
-            }
+            Sse.Prefetch0(_ring + ((nuint)(uint)ahead * PackedDescriptor.Size));
         }
     }
 
@@ -565,9 +566,10 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool RecheckUsed(out ushort flags)
+    private bool RecheckUsed()
     {
-        flags = 0;
+        // No out parameter for the flags (the callers do not need them): taking a local's address would keep the
+        // hot path's flags in memory instead of a register.
         if (_hot.Halted)
         {
             ThrowIfDisposed();
@@ -580,7 +582,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         }
 
         Interlocked.MemoryBarrier(); // store the event before re-loading the slot's flags
-        flags = LittleEndian.VolatileRead16(_ring + ((nuint)_hot.NextUsed * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
+        ushort flags = LittleEndian.VolatileRead16(_ring + ((nuint)_hot.NextUsed * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
         return PackedDescriptor.IsUsed(flags, _hot.UsedWrap);
     }
 

@@ -74,4 +74,20 @@ public unsafe class PackedFlagScannerTests
             Assert.Equal(Math.Min(run, 2), PackedFlagScanner.Scan(p, 2, wrap, out _));
         }
     }
+
+    [Theory]
+    [InlineData(1, 0)]
+    [InlineData(8, 0)]
+    [InlineData(16, 4)]
+    [InlineData(64, 16)]
+    [InlineData(100, 24)]
+    [InlineData(256, 32)]
+    [InlineData(32768, 32)]
+    public void Prefetch_distance_is_whole_lines_within_a_quarter_of_the_ring(int queueSize, int expected)
+    {
+        int slots = PackedFlagScanner.PrefetchSlots(queueSize);
+        Assert.Equal(expected, slots);
+        Assert.Equal(0, slots % PackedFlagScanner.MaxRun);
+        Assert.True(slots <= queueSize / 4, "one subtraction of Q keeps position + distance inside the ring");
+    }
 }
