@@ -32,12 +32,13 @@ internal static unsafe class PackedFlagScanner
     private const ushort WrapBits = PackedDescriptor.FlagAvail | PackedDescriptor.FlagUsed;
 
     /// <summary>
-    /// How many slots ahead each side prefetches the descriptor ring: a quarter of the ring, at most 32 slots (8
-    /// cache lines), in whole lines. Two polling threads with a full ring run about half a ring apart, so a
-    /// quarter keeps the prefetch on lines the other side finished with; 8 lines cover a cross-core transfer
-    /// (60 to 330 ns round trip on the machines we measure) at a few nanoseconds a descriptor. Measured with
-    /// benchmarks/ringtest-compare.sh: 2 lines ahead gave a median 1.2-1.3 times ringtest's <c>ring</c>, 8 lines
-    /// about 1.0 (docs/PERFORMANCE.md).
+    /// How many slots ahead of its next slot the device prefetches the descriptor ring: a quarter of the ring, at
+    /// most 32 slots (8 cache lines), in whole lines. A driver that keeps the ring full wrote those lines long ago,
+    /// so fetching them early overlaps a cross-core transfer (60 to 330 ns round trip on the machines we measure)
+    /// with the work on the lines before them. Measured with benchmarks/ringtest-compare.sh: 2 lines ahead gave a
+    /// median 1.2-1.3 times ringtest's <c>ring</c>, 8 lines about 1.0. The driver does not prefetch used lines:
+    /// when the device is close behind, such a prefetch takes a line the device is still writing, and in that
+    /// placement it doubled our time per buffer (docs/PERFORMANCE.md).
     /// </summary>
     public static int PrefetchSlots(int queueSize) => Math.Min(32, queueSize / 4) & ~(MaxRun - 1);
 

@@ -2,7 +2,6 @@ using System;
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics.X86;
 using System.Threading;
 using Virtio.Ring.Internal;
 
@@ -36,7 +35,6 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     private readonly byte* _ring;
     private readonly byte* _driverEvent;
     private readonly byte* _deviceEvent;
-    private readonly int _prefetchSlots; // how far ahead of the next used slot PrefetchUsedAhead looks
     private readonly ushort[] _freeIds;
     private readonly BufferState[] _buffers;
     private readonly ushort[]? _addOrder;     // IN_ORDER: buffer IDs in flight, oldest first (a ring of Q entries)
@@ -75,7 +73,6 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         _pool = (features & VirtqueueFeatures.IndirectDescriptors) != 0 ? indirectPool : null;
         _size = layout.QueueSize;
         _eventIdx = (features & VirtqueueFeatures.EventIndex) != 0;
-        _prefetchSlots = PackedFlagScanner.PrefetchSlots(_size);
         _freeIds = new ushort[_size];
         _buffers = new BufferState[_size];
         _addOrder = (features & VirtqueueFeatures.InOrder) != 0 ? new ushort[_size] : null;
@@ -310,7 +307,6 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         }
 
         Advance(ref _hot.NextUsed, ref _hot.UsedWrap, _buffers[id].Slots);
-        PrefetchUsedAhead();
         token = FreeBuffer(id);
         writtenLength = length; // 2.8.4: only meaningful with WRITE; a device that wrote nothing reports 0 anyway
         return true;
@@ -502,27 +498,6 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             Unsafe.WriteUnaligned(
                 entries + ((nuint)i * PackedDescriptor.Size),
                 new PackedDescriptor(range.Address, range.Length, 0, isWritable ? PackedDescriptor.FlagWrite : (ushort)0));
-        }
-    }
-
-    /// <summary>
-    /// A hint, not a read: at each new cache line of used descriptors, asks for the line a prefetch distance ahead
-    /// (<see cref="PackedFlagScanner.PrefetchSlots"/>). When the device runs ahead of us, those lines were written
-    /// long ago and sit in the device's core; fetching them now overlaps their transfer with our work on the lines
-    /// before them.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void PrefetchUsedAhead()
-    {
-        if (Sse.IsSupported && (_hot.NextUsed % PackedFlagScanner.MaxRun) == 0)
-        {
-            int ahead = _hot.NextUsed + _prefetchSlots;
-            if (ahead >= _size)
-            {
-                ahead -= _size;
-            }
-
-            Sse.Prefetch0(_ring + ((nuint)(uint)ahead * PackedDescriptor.Size));
         }
     }
 
