@@ -384,7 +384,10 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     public bool EnableUsedNotificationsDelayed() =>
         EnableUsedNotificationsAt(_eventIdx ? (_size - FreeSlots) * 3 / 4 : 0);
 
-    /// <summary>After a device reset: hands back the token of every buffer still in flight, one at a time.</summary>
+    /// <summary>
+    /// After a device reset: hands back the token of every buffer still in flight, one at a time. Once a buffer is
+    /// detached the queue takes no more buffers until <see cref="Reset"/>.
+    /// </summary>
     public bool TryDetachUnused([MaybeNullWhen(false)] out TToken token)
     {
         ThrowIfDisposed();
