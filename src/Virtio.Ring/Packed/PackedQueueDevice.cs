@@ -237,7 +237,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         if (_popOrder != null)
         {
-            _hot.PopOrderFirst = (_hot.PopOrderFirst + 1) % _size;
+            _hot.PopOrderFirst = WrapIndex(_hot.PopOrderFirst + 1);
         }
 
         int slots = _slotsOfId[id];
@@ -267,7 +267,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         // Find the batch first, so that a caller bug (an ID not in flight) changes nothing.
         int count = 0;
-        while (count < _hot.InFlightBuffers && _popOrder[(_hot.PopOrderFirst + count) % _size] != lastId)
+        while (count < _hot.InFlightBuffers && _popOrder[WrapIndex(_hot.PopOrderFirst + count)] != lastId)
         {
             count++;
         }
@@ -281,12 +281,12 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         int slots = 0;
         for (int i = 0; i < count; i++)
         {
-            ushort id = _popOrder[(_hot.PopOrderFirst + i) % _size];
+            ushort id = _popOrder[WrapIndex(_hot.PopOrderFirst + i)];
             slots += _slotsOfId[id];
             _slotsOfId[id] = 0;
         }
 
-        _hot.PopOrderFirst = (_hot.PopOrderFirst + count) % _size;
+        _hot.PopOrderFirst = WrapIndex(_hot.PopOrderFirst + count);
         _hot.InFlightBuffers -= count;
         WriteUsed(lastId, writtenLength, slots);
     }
@@ -482,7 +482,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
     /// <summary>
     /// The pop of an ordinary one-descriptor list, inlined into <see cref="TryPop"/>: its buffer inside the cached
-    /// region, its ID free, room in flight, no IN_ORDER bookkeeping. On anything else it returns false having
+    /// region, its ID free, room in flight. On anything else it returns false having
     /// committed nothing, and <see cref="PopSingle"/> reads the descriptor again and applies every rule.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -500,8 +500,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             || length > Math.Min(regionLength - offset, (ulong)int.MaxValue)
             || id >= (uint)slotsOfId.Length
             || slotsOfId[id] != 0
-            || InFlightSlots >= _size
-            || _popOrder != null)
+            || InFlightSlots >= _size)
         {
             chain = default;
             return false;
@@ -511,6 +510,11 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         ref ChainSegmentRecord first = ref MemoryMarshal.GetArrayDataReference(segments);
         first = new ChainSegmentRecord(_hot.Regions.Host + offset, (int)length, _hot.Regions.Index);
         slotsOfId[id] = 1;
+        if (_popOrder != null)
+        {
+            _popOrder[WrapIndex(_hot.PopOrderFirst + _hot.InFlightBuffers)] = id;
+        }
+
         _hot.InFlightBuffers++;
         if (++slot == (uint)_size)
         {
@@ -850,7 +854,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         _hot.InFlightBuffers++;
         if (_popOrder != null)
         {
-            _popOrder[(_hot.PopOrderFirst + _hot.InFlightBuffers - 1) % _size] = id;
+            _popOrder[WrapIndex(_hot.PopOrderFirst + _hot.InFlightBuffers - 1)] = id;
         }
 
         _hot.NextAvail = (ushort)nextSlot;
@@ -983,6 +987,17 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     /// so pop and push store nothing for it.
     /// </summary>
     private int InFlightSlots => _hot.NextAvail - _hot.NextUsed + (_hot.AvailWrap != _hot.UsedWrap ? _size : 0);
+
+    /// <summary>
+    /// An index into a ring of Q entries from a sum of two indices below Q: a compare instead of a division (a
+    /// packed queue's size need not be a power of 2).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int WrapIndex(int index)
+    {
+        Debug.Assert((uint)index < 2u * (uint)_size, "a sum of two ring indices");
+        return index >= _size ? index - _size : index;
+    }
 
     /// <summary>Descriptors whose flags a scanned run still holds: its nonzero lanes (available flags are never 0).</summary>
     private static int RunLength(ulong run) => (64 - BitOperations.LeadingZeroCount(run) + 15) / 16;

@@ -111,7 +111,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     public bool TryAdd(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, TToken token)
     {
         // Fast path: one direct descriptor, the most common buffer, written in place.
-        return readable.Length + writable.Length == 1 && _addOrder == null && !_hot.Halted
+        return readable.Length + writable.Length == 1 && !_hot.Halted
             ? TryAddOne(readable.IsEmpty ? writable[0] : readable[0], readable.IsEmpty, token)
             : TryAddList(readable, writable, token);
     }
@@ -136,6 +136,12 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         ref BufferState state = ref _buffers[id];
         state.Token = token;
         state.Info = BufferState.Pack(1, -1);
+        if (_addOrder != null)
+        {
+            state.WritableBytes = isWritable ? range.Length : 0;
+            _addOrder[WrapIndex(_hot.AddOrderFirst + _size - freeIds - 1)] = id; // the newest of InFlight buffers
+        }
+
         _hot.AddedSinceKick++;
         if (++head == (uint)_size)
         {
@@ -218,7 +224,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             }
 
             state.WritableBytes = writableBytes;
-            _addOrder[(_hot.AddOrderFirst + InFlight - 1) % _size] = id;
+            _addOrder[WrapIndex(_hot.AddOrderFirst + InFlight - 1)] = id;
         }
 
         _hot.AddedSinceKick += slots;
@@ -335,7 +341,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
             int count = 0;
             int inFlight = InFlight;
-            while (count < inFlight && _addOrder[(_hot.AddOrderFirst + count) % _size] != id)
+            while (count < inFlight && _addOrder[WrapIndex(_hot.AddOrderFirst + count)] != id)
             {
                 count++;
             }
@@ -351,7 +357,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         }
 
         ushort next = _addOrder[_hot.AddOrderFirst];
-        _hot.AddOrderFirst = (_hot.AddOrderFirst + 1) % _size;
+        _hot.AddOrderFirst = WrapIndex(_hot.AddOrderFirst + 1);
         writtenLength = --_hot.BatchRemaining == 0 ? _hot.BatchLastLength : _buffers[next].WritableBytes;
         Advance(ref _hot.NextUsed, ref _hot.UsedWrap, _buffers[next].Slots);
         token = FreeBuffer(next);
@@ -522,6 +528,17 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         state.Info = 0; // not in flight
         _freeIds[_hot.FreeIdCount++] = id;
         return token;
+    }
+
+    /// <summary>
+    /// An index into a ring of Q entries from a sum of two indices below Q: a compare instead of a division (a
+    /// packed queue's size need not be a power of 2).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int WrapIndex(int index)
+    {
+        Debug.Assert((uint)index < 2u * (uint)_size, "a sum of two ring indices");
+        return index >= _size ? index - _size : index;
     }
 
     /// <summary>

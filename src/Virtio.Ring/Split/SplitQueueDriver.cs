@@ -168,7 +168,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         if (_addOrder != null)
         {
             state.WritableBytes = SumLengths(writable);
-            _addOrder[(_hot.AddOrderFirst + _hot.InFlight) % _size] = head;
+            _addOrder[(_hot.AddOrderFirst + _hot.InFlight) & _mask] = head; // Q is a power of 2 (2.7)
         }
 
         _hot.InFlight++;
@@ -292,7 +292,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
             uint length = LittleEndian.Read32(element + 4);
             int published = (ushort)(_hot.UsedIdxShadow - last);
             int count = 0;
-            while (count < _hot.InFlight && count < published && _addOrder[(_hot.AddOrderFirst + count) % _size] != id)
+            while (count < _hot.InFlight && count < published && _addOrder[(_hot.AddOrderFirst + count) & _mask] != id)
             {
                 count++;
             }
@@ -308,7 +308,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         }
 
         ushort head = _addOrder[_hot.AddOrderFirst];
-        _hot.AddOrderFirst = (_hot.AddOrderFirst + 1) % _size;
+        _hot.AddOrderFirst = (_hot.AddOrderFirst + 1) & _mask;
         writtenLength = --_hot.BatchRemaining == 0 ? _hot.BatchLastLength : _heads[head].WritableBytes;
         _hot.LastUsed++;
         token = FreeChain(head);
