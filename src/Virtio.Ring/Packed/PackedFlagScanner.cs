@@ -37,8 +37,8 @@ internal static unsafe class PackedFlagScanner
     /// so fetching them early overlaps a cross-core transfer (60 to 330 ns round trip on the machines we measure)
     /// with the work on the lines before them. Measured with benchmarks/ringtest-compare.sh: 2 lines ahead gave a
     /// median 1.2-1.3 times ringtest's <c>ring</c>, 8 lines about 1.0. The driver does not prefetch used lines:
-    /// when the device is close behind, such a prefetch takes a line the device is still writing, and in that
-    /// placement it doubled our time per buffer (docs/PERFORMANCE.md).
+    /// when it reaps close behind the device, such a prefetch takes a line the device is still writing, and in
+    /// that placement it doubled our time per buffer (docs/PERFORMANCE.md).
     /// </summary>
     public static int PrefetchSlots(int queueSize) => Math.Min(32, queueSize / 4) & ~(MaxRun - 1);
 

@@ -237,7 +237,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         if (_popOrder != null)
         {
-            _hot.PopOrderFirst = WrapIndex(_hot.PopOrderFirst + 1);
+            _hot.PopOrderFirst = PackedRingPosition.WrapIndex(_hot.PopOrderFirst + 1, _size);
         }
 
         int slots = _slotsOfId[id];
@@ -267,7 +267,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
         // Find the batch first, so that a caller bug (an ID not in flight) changes nothing.
         int count = 0;
-        while (count < _hot.InFlightBuffers && _popOrder[WrapIndex(_hot.PopOrderFirst + count)] != lastId)
+        while (count < _hot.InFlightBuffers && _popOrder[PackedRingPosition.WrapIndex(_hot.PopOrderFirst + count, _size)] != lastId)
         {
             count++;
         }
@@ -281,12 +281,12 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         int slots = 0;
         for (int i = 0; i < count; i++)
         {
-            ushort id = _popOrder[WrapIndex(_hot.PopOrderFirst + i)];
+            ushort id = _popOrder[PackedRingPosition.WrapIndex(_hot.PopOrderFirst + i, _size)];
             slots += _slotsOfId[id];
             _slotsOfId[id] = 0;
         }
 
-        _hot.PopOrderFirst = WrapIndex(_hot.PopOrderFirst + count);
+        _hot.PopOrderFirst = PackedRingPosition.WrapIndex(_hot.PopOrderFirst + count, _size);
         _hot.InFlightBuffers -= count;
         WriteUsed(lastId, writtenLength, slots);
     }
@@ -512,7 +512,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         slotsOfId[id] = 1;
         if (_popOrder != null)
         {
-            _popOrder[WrapIndex(_hot.PopOrderFirst + _hot.InFlightBuffers)] = id;
+            _popOrder[PackedRingPosition.WrapIndex(_hot.PopOrderFirst + _hot.InFlightBuffers, _size)] = id;
         }
 
         _hot.InFlightBuffers++;
@@ -568,7 +568,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
     /// <summary>
     /// The walk of an ordinary list of direct descriptors: every buffer inside the cached guest memory region, the
-    /// list no longer than the segment scratch, its ID free, no IN_ORDER bookkeeping. It applies the same rules
+    /// list no longer than the segment scratch, its ID free. It applies the same rules
     /// as <see cref="WalkList"/> but only to decide: on anything else (an indirect descriptor, and every broken
     /// rule) it returns false having committed nothing, and <see cref="WalkList"/> reads the list again from the
     /// start (so the values used are still read once, by that walk) and reports the error.
@@ -580,11 +580,6 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     private bool TryWalkListFast(out DescriptorChain chain)
     {
         chain = default;
-        if (_popOrder != null)
-        {
-            return false;
-        }
-
         ChainSegmentRecord[] segments = _segments;
         ref ChainSegmentRecord first = ref MemoryMarshal.GetArrayDataReference(segments);
         ref ChainSegmentRecord record = ref first;
@@ -684,8 +679,8 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     }
 
     /// <summary>
-    /// Reads the list starting at the next slot; the flags of the first descriptors (the nonzero lanes of <c>RunFlags</c>) are already
-    /// read (and available) in <c>RunFlags</c>.
+    /// Reads the list starting at the next slot; the flags of its first descriptors were already read (and found
+    /// available) by the scan: the nonzero lanes of <c>RunFlags</c>.
     /// </summary>
     private bool WalkList(out DescriptorChain chain)
     {
@@ -854,7 +849,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         _hot.InFlightBuffers++;
         if (_popOrder != null)
         {
-            _popOrder[WrapIndex(_hot.PopOrderFirst + _hot.InFlightBuffers - 1)] = id;
+            _popOrder[PackedRingPosition.WrapIndex(_hot.PopOrderFirst + _hot.InFlightBuffers - 1, _size)] = id;
         }
 
         _hot.NextAvail = (ushort)nextSlot;
@@ -981,23 +976,8 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         _hot.UsedSinceSignal += slots;
     }
 
-    /// <summary>
-    /// Slots popped and not yet used: the distance from the next used slot to the next available one, a whole lap
-    /// when the wrap counters differ (used slots trail available ones by at most Q, 2.8.21). Derived, not counted,
-    /// so pop and push store nothing for it.
-    /// </summary>
-    private int InFlightSlots => _hot.NextAvail - _hot.NextUsed + (_hot.AvailWrap != _hot.UsedWrap ? _size : 0);
-
-    /// <summary>
-    /// An index into a ring of Q entries from a sum of two indices below Q: a compare instead of a division (a
-    /// packed queue's size need not be a power of 2).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int WrapIndex(int index)
-    {
-        Debug.Assert((uint)index < 2u * (uint)_size, "a sum of two ring indices");
-        return index >= _size ? index - _size : index;
-    }
+    /// <summary>Slots popped and not yet used: derived from the positions, so pop and push store nothing for it.</summary>
+    private int InFlightSlots => PackedRingPosition.SlotsBetween(_hot.NextUsed, _hot.UsedWrap, _hot.NextAvail, _hot.AvailWrap, _size);
 
     /// <summary>Descriptors whose flags a scanned run still holds: its nonzero lanes (available flags are never 0).</summary>
     private static int RunLength(ulong run) => (64 - BitOperations.LeadingZeroCount(run) + 15) / 16;

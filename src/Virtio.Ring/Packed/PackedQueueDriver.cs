@@ -139,7 +139,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         if (_addOrder != null)
         {
             state.WritableBytes = isWritable ? range.Length : 0;
-            _addOrder[WrapIndex(_hot.AddOrderFirst + _size - freeIds - 1)] = id; // the newest of InFlight buffers
+            _addOrder[PackedRingPosition.WrapIndex(_hot.AddOrderFirst + InFlight - 1, _size)] = id;
         }
 
         _hot.AddedSinceKick++;
@@ -186,18 +186,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         ushort id = _freeIds[--_hot.FreeIdCount];
         uint head = _hot.NextAvail;
         ushort headFlags;
-        if (total == 1)
-        {
-            bool isWritable = readable.IsEmpty;
-            GuestRange range = isWritable ? writable[0] : readable[0];
-            byte* desc = _ring + ((nuint)head * PackedDescriptor.Size);
-            LittleEndian.Write64(desc, range.Address);
-            LittleEndian.Write32(desc + PackedDescriptor.LengthOffset, range.Length);
-            LittleEndian.Write16(desc + PackedDescriptor.IdOffset, id);
-            headFlags = (ushort)(PackedDescriptor.AvailableBits(_hot.AvailWrap) | (isWritable ? PackedDescriptor.FlagWrite : 0));
-            Advance(ref _hot.NextAvail, ref _hot.AvailWrap, 1);
-        }
-        else if (table >= 0)
+        if (table >= 0)
         {
             WriteIndirectTable(readable, writable, table);
             headFlags = (ushort)(PackedDescriptor.FlagIndirect | PackedDescriptor.AvailableBits(_hot.AvailWrap));
@@ -224,7 +213,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             }
 
             state.WritableBytes = writableBytes;
-            _addOrder[WrapIndex(_hot.AddOrderFirst + InFlight - 1)] = id;
+            _addOrder[PackedRingPosition.WrapIndex(_hot.AddOrderFirst + InFlight - 1, _size)] = id;
         }
 
         _hot.AddedSinceKick += slots;
@@ -341,7 +330,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
             uint length = LittleEndian.Read32(desc + PackedDescriptor.LengthOffset);
             int count = 0;
             int inFlight = InFlight;
-            while (count < inFlight && _addOrder[WrapIndex(_hot.AddOrderFirst + count)] != id)
+            while (count < inFlight && _addOrder[PackedRingPosition.WrapIndex(_hot.AddOrderFirst + count, _size)] != id)
             {
                 count++;
             }
@@ -357,7 +346,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         }
 
         ushort next = _addOrder[_hot.AddOrderFirst];
-        _hot.AddOrderFirst = WrapIndex(_hot.AddOrderFirst + 1);
+        _hot.AddOrderFirst = PackedRingPosition.WrapIndex(_hot.AddOrderFirst + 1, _size);
         writtenLength = --_hot.BatchRemaining == 0 ? _hot.BatchLastLength : _buffers[next].WritableBytes;
         Advance(ref _hot.NextUsed, ref _hot.UsedWrap, _buffers[next].Slots);
         token = FreeBuffer(next);
@@ -531,21 +520,10 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     }
 
     /// <summary>
-    /// An index into a ring of Q entries from a sum of two indices below Q: a compare instead of a division (a
-    /// packed queue's size need not be a power of 2).
+    /// Free descriptor slots: Q less the slots in flight, derived from the positions, so add and get-used store
+    /// nothing for it.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int WrapIndex(int index)
-    {
-        Debug.Assert((uint)index < 2u * (uint)_size, "a sum of two ring indices");
-        return index >= _size ? index - _size : index;
-    }
-
-    /// <summary>
-    /// Free descriptor slots: Q less the slots from the next used slot to the next available one (a whole lap
-    /// when the wrap counters differ). Derived from the positions, so add and get-used store nothing for it.
-    /// </summary>
-    private int FreeSlots => _hot.NextUsed - _hot.NextAvail + (_hot.AvailWrap != _hot.UsedWrap ? 0 : _size);
+    private int FreeSlots => _size - PackedRingPosition.SlotsBetween(_hot.NextUsed, _hot.UsedWrap, _hot.NextAvail, _hot.AvailWrap, _size);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Advance(ref ushort position, ref bool wrap, int slots)
