@@ -22,8 +22,8 @@ namespace Virtio.Benchmarks;
 /// <para>
 /// Add and get used cannot be timed apart in steady state (the ring fills unless buffers come back), so both
 /// methods include both; they differ only in the kick decision: <see cref="AddPublishKickGetUsed"/> publishes
-/// with <c>Publish()</c> (release store, full barrier, read of the device's suppression field),
-/// <see cref="AddPublishGetUsed"/> with <c>PublishAvailable()</c> (release store only). The difference, times
+/// with <c>PublishAvailable()</c> (release store, full barrier, read of the device's suppression field),
+/// <see cref="AddPublishGetUsed"/> with <c>FlushAvailable()</c> (release store only). The difference, times
 /// the batch of 32, is one kick decision.
 /// </para>
 /// </summary>
@@ -35,7 +35,7 @@ public unsafe class DriverBenchmarks : QueueBenchmarkParameters
 
     private GuestMemory _memory = null!;
     private IndirectDescriptorPool _pool = null!;
-    private VirtqueueDriver<int> _driver = null!;
+    private DriverVirtqueue<int> _driver = null!;
     private GuestRange[] _readable = null!;
     private GuestRange[] _writable = null!;
     private MinimalDevice _device;
@@ -47,7 +47,7 @@ public unsafe class DriverBenchmarks : QueueBenchmarkParameters
         ulong features = NegotiatedFeatures();
         VirtqueueAddresses addresses = VirtqueueAddresses.Compact(Format, 0x1000, Q);
         _pool = new IndirectDescriptorPool(_memory, 0x10_0000, Q, 16);
-        _driver = new VirtqueueDriver<int>(_memory, addresses, features, _pool);
+        _driver = new DriverVirtqueue<int>(_memory, addresses, features, _pool);
         _device = new MinimalDevice(_memory, Format, addresses, Indirect ? 1 : Descriptors);
         (_readable, _writable) = BufferRanges();
 
@@ -79,7 +79,7 @@ public unsafe class DriverBenchmarks : QueueBenchmarkParameters
 
     private long Cycle(bool kickDecision)
     {
-        VirtqueueDriver<int> driver = _driver;
+        DriverVirtqueue<int> driver = _driver;
         long sum = 0;
         for (int i = 0; i < Batch; i++)
         {
@@ -91,11 +91,11 @@ public unsafe class DriverBenchmarks : QueueBenchmarkParameters
 
         if (kickDecision)
         {
-            sum += driver.Publish() ? 1 : 0;
+            sum += driver.PublishAvailable() ? 1 : 0;
         }
         else
         {
-            driver.PublishAvailable();
+            driver.FlushAvailable();
         }
 
         _device.UseAll();

@@ -18,8 +18,8 @@ public unsafe class EchoBenchmarks
     private const int Batch = 32;
 
     private GuestMemory _memory = null!;
-    private VirtqueueDriver<int> _driver = null!;
-    private VirtqueueDevice _device = null!;
+    private DriverVirtqueue<int> _driver = null!;
+    private DeviceVirtqueue _device = null!;
     private GuestRange[] _readable = null!;
     private GuestRange[] _writable = null!;
 
@@ -47,8 +47,8 @@ public unsafe class EchoBenchmarks
             addresses = new VirtqueueAddresses(Q, l.DescriptorTableAddress, l.DriverAreaAddress, l.DeviceAreaAddress);
         }
 
-        _driver = new VirtqueueDriver<int>(_memory, addresses, features);
-        if (!VirtqueueDevice.TryAttach(_memory, addresses, features, out VirtqueueDevice? device, out QueueError error))
+        _driver = new DriverVirtqueue<int>(_memory, addresses, features);
+        if (!DeviceVirtqueue.TryAttach(_memory, addresses, features, out DeviceVirtqueue? device, out QueueError error))
         {
             throw new InvalidOperationException(error.ToString());
         }
@@ -87,14 +87,14 @@ public unsafe class EchoBenchmarks
     [Benchmark(OperationsPerInvoke = Batch)]
     public long EchoThroughQueue()
     {
-        VirtqueueDriver<int> driver = _driver;
-        VirtqueueDevice device = _device;
+        DriverVirtqueue<int> driver = _driver;
+        DeviceVirtqueue device = _device;
         for (int i = 0; i < Batch; i++)
         {
             driver.TryAdd(_readable, _writable, i);
         }
 
-        driver.Publish();
+        driver.PublishAvailable();
         while (device.TryPop(out DescriptorChain chain))
         {
             chain.GetReadable(0).CopyTo(chain.GetWritable(0));

@@ -64,8 +64,8 @@ public class InOrderRoundTripBenchmarks
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private long RoundTrip(Pair pair, bool batchUsed)
     {
-        VirtqueueDriver<int> driver = pair.Driver;
-        VirtqueueDevice device = pair.Device;
+        DriverVirtqueue<int> driver = pair.Driver;
+        DeviceVirtqueue device = pair.Device;
         long sum = 0;
         for (int i = 0; i < Batch; i++)
         {
@@ -75,7 +75,7 @@ public class InOrderRoundTripBenchmarks
             }
         }
 
-        sum += driver.Publish() ? 1 : 0;
+        sum += driver.PublishAvailable() ? 1 : 0;
         ushort last = 0;
         uint lastLength = 0;
         while (device.TryPop(out DescriptorChain chain))
@@ -116,8 +116,8 @@ public class InOrderRoundTripBenchmarks
                 | (inOrder ? 1UL << VirtioFeatureBits.InOrder : 0)
                 | (format == VirtqueueFormat.Packed ? 1UL << VirtioFeatureBits.RingPacked : 0);
             VirtqueueAddresses addresses = VirtqueueAddresses.Compact(format, address, Q);
-            Driver = new VirtqueueDriver<int>(memory, addresses, features);
-            if (!VirtqueueDevice.TryAttach(memory, addresses, features, out VirtqueueDevice? device, out QueueError error))
+            Driver = new DriverVirtqueue<int>(memory, addresses, features);
+            if (!DeviceVirtqueue.TryAttach(memory, addresses, features, out DeviceVirtqueue? device, out QueueError error))
             {
                 throw new InvalidOperationException(error.ToString());
             }
@@ -125,9 +125,9 @@ public class InOrderRoundTripBenchmarks
             Device = device;
         }
 
-        public VirtqueueDriver<int> Driver { get; }
+        public DriverVirtqueue<int> Driver { get; }
 
-        public VirtqueueDevice Device { get; }
+        public DeviceVirtqueue Device { get; }
 
         public void Dispose()
         {

@@ -22,7 +22,7 @@ public unsafe class PackedDeviceBenchmarks
     private const ulong DataBase = 0x20_0000;
 
     private GuestMemory _memory = null!;
-    private PackedQueueDevice _device = null!;
+    private PackedDeviceVirtqueue _device = null!;
     private byte* _ring;
     private int _slot;
     private bool _wrap = true;
@@ -55,13 +55,13 @@ public unsafe class PackedDeviceBenchmarks
         }
 
         VirtqueueFeatures features = Indirect ? VirtqueueFeatures.IndirectDescriptors : VirtqueueFeatures.None;
-        if (!PackedQueueDevice.TryAttach(_memory, layout, features, out PackedQueueDevice? device, out QueueError error))
+        if (!PackedDeviceVirtqueue.TryAttach(_memory, layout, features, out PackedDeviceVirtqueue? device, out QueueError error))
         {
             throw new InvalidOperationException(error.ToString());
         }
 
         _device = device;
-        _device.DisableNotifications();
+        _device.DisableAvailableNotifications();
     }
 
     [GlobalCleanup]
@@ -80,7 +80,7 @@ public unsafe class PackedDeviceBenchmarks
         }
 
         long bytes = 0;
-        PackedQueueDevice device = _device;
+        PackedDeviceVirtqueue device = _device;
         while (device.TryPop(out DescriptorChain chain))
         {
             foreach (ReadOnlySpan<byte> segment in chain.Readable)

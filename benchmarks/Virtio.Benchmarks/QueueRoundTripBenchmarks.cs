@@ -18,8 +18,8 @@ public class QueueRoundTripBenchmarks : QueueBenchmarkParameters
 
     private GuestMemory _memory = null!;
     private IndirectDescriptorPool _pool = null!;
-    private VirtqueueDriver<int> _driver = null!;
-    private VirtqueueDevice _device = null!;
+    private DriverVirtqueue<int> _driver = null!;
+    private DeviceVirtqueue _device = null!;
     private GuestRange[] _readable = null!;
     private GuestRange[] _writable = null!;
 
@@ -30,8 +30,8 @@ public class QueueRoundTripBenchmarks : QueueBenchmarkParameters
         ulong features = NegotiatedFeatures();
         VirtqueueAddresses addresses = VirtqueueAddresses.Compact(Format, 0x1000, Q);
         _pool = new IndirectDescriptorPool(_memory, 0x10_0000, Q, 16);
-        _driver = new VirtqueueDriver<int>(_memory, addresses, features, _pool);
-        if (!VirtqueueDevice.TryAttach(_memory, addresses, features, out VirtqueueDevice? device, out QueueError error))
+        _driver = new DriverVirtqueue<int>(_memory, addresses, features, _pool);
+        if (!DeviceVirtqueue.TryAttach(_memory, addresses, features, out DeviceVirtqueue? device, out QueueError error))
         {
             throw new InvalidOperationException(error.ToString());
         }
@@ -52,8 +52,8 @@ public class QueueRoundTripBenchmarks : QueueBenchmarkParameters
     [Benchmark(OperationsPerInvoke = Batch)]
     public long AddPublishPopPushGetUsed()
     {
-        VirtqueueDriver<int> driver = _driver;
-        VirtqueueDevice device = _device;
+        DriverVirtqueue<int> driver = _driver;
+        DeviceVirtqueue device = _device;
         long sum = 0;
         for (int i = 0; i < Batch; i++)
         {
@@ -63,7 +63,7 @@ public class QueueRoundTripBenchmarks : QueueBenchmarkParameters
             }
         }
 
-        sum += driver.Publish() ? 1 : 0;
+        sum += driver.PublishAvailable() ? 1 : 0;
         while (device.TryPop(out DescriptorChain chain))
         {
             device.PushUsed(chain.Id, chain.WritableLength);

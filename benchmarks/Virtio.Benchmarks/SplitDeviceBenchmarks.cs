@@ -22,7 +22,7 @@ public class SplitDeviceBenchmarks
     private const ulong DataBase = 0x20_0000;
 
     private GuestMemory _memory = null!;
-    private SplitQueueDevice _device = null!;
+    private SplitDeviceVirtqueue _device = null!;
     private SplitQueueLayout _layout;
 
     [Params(1, 4, 16)]
@@ -67,13 +67,13 @@ public class SplitDeviceBenchmarks
             BinaryPrimitives.WriteUInt16LittleEndian(entry, (ushort)head);
         }
 
-        if (!SplitQueueDevice.TryAttach(_memory, _layout, features, out SplitQueueDevice? device, out QueueError error))
+        if (!SplitDeviceVirtqueue.TryAttach(_memory, _layout, features, out SplitDeviceVirtqueue? device, out QueueError error))
         {
             throw new InvalidOperationException(error.ToString());
         }
 
         _device = device;
-        _device.DisableNotifications();
+        _device.DisableAvailableNotifications();
     }
 
     [GlobalCleanup]
@@ -87,7 +87,7 @@ public class SplitDeviceBenchmarks
     [Benchmark(OperationsPerInvoke = Batch)]
     public long PopIteratePush()
     {
-        SplitQueueDevice device = OfferBatch();
+        SplitDeviceVirtqueue device = OfferBatch();
         long bytes = 0;
         while (device.TryPop(out DescriptorChain chain))
         {
@@ -110,7 +110,7 @@ public class SplitDeviceBenchmarks
     [Benchmark(OperationsPerInvoke = Batch)]
     public long PopPush()
     {
-        SplitQueueDevice device = OfferBatch();
+        SplitDeviceVirtqueue device = OfferBatch();
         long segments = 0;
         while (device.TryPop(out DescriptorChain chain))
         {
@@ -123,7 +123,7 @@ public class SplitDeviceBenchmarks
     }
 
     /// <summary>The driver's whole part: avail->idx moves on by a batch over the pre-filled ring.</summary>
-    private SplitQueueDevice OfferBatch()
+    private SplitDeviceVirtqueue OfferBatch()
     {
         _memory.TryGetSpan(_layout.DriverAreaAddress + 2, 2, out Span<byte> availIdx);
         BinaryPrimitives.WriteUInt16LittleEndian(availIdx, (ushort)(_device.NextAvail + Batch));

@@ -38,8 +38,8 @@ internal static class MicroSuite
         ulong features = (1UL << VirtioFeatureBits.Version1) | (1UL << VirtioFeatureBits.EventIdx)
             | (format == VirtqueueFormat.Packed ? 1UL << VirtioFeatureBits.RingPacked : 0);
         VirtqueueAddresses addresses = VirtqueueAddresses.Compact(format, 0x1000, 256);
-        using var driver = new VirtqueueDriver<int>(memory, addresses, features);
-        if (!VirtqueueDevice.TryAttach(memory, addresses, features, out VirtqueueDevice? device, out _))
+        using var driver = new DriverVirtqueue<int>(memory, addresses, features);
+        if (!DeviceVirtqueue.TryAttach(memory, addresses, features, out DeviceVirtqueue? device, out _))
         {
             throw new InvalidOperationException("attach");
         }
@@ -71,7 +71,7 @@ internal static class MicroSuite
         }
     }
 
-    private static long Loop(VirtqueueDriver<int> driver, VirtqueueDevice device, GuestRange[] readable, GuestRange[] writable, int iterations)
+    private static long Loop(DriverVirtqueue<int> driver, DeviceVirtqueue device, GuestRange[] readable, GuestRange[] writable, int iterations)
     {
         long sum = 0;
         for (int it = 0; it < iterations; it++)
@@ -81,7 +81,7 @@ internal static class MicroSuite
                 driver.TryAdd(readable, writable, i);
             }
 
-            sum += driver.Publish() ? 1 : 0;
+            sum += driver.PublishAvailable() ? 1 : 0;
             while (device.TryPop(out DescriptorChain chain))
             {
                 device.PushUsed(chain.Id, chain.WritableLength);

@@ -13,7 +13,7 @@ namespace Virtio.PingPong;
 /// work, and calls when sleeping. Without <c>--sleep</c> both sides poll; <c>--host-relax</c> makes the device back
 /// off when it finds nothing.
 /// </summary>
-internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice device, bool sleep, int batch, int maxOutstanding, int relax, int usedBatch, int hostRelax)
+internal sealed class PingPongRun(DriverVirtqueue<int> driver, DeviceVirtqueue device, bool sleep, int batch, int maxOutstanding, int relax, int usedBatch, int hostRelax)
 {
     private static readonly GuestRange[] Buffer = [new GuestRange(0x80_0000, 0)]; // add_inbuf(0, ...): empty
     private readonly int _kickFd = sleep ? LinuxThreads.CreateEventFd() : -1;
@@ -77,13 +77,13 @@ internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice d
                 progress = false;
                 if (started < cycles && started - completed < maxOutstanding && driver.TryAdd([], Buffer, started))
                 {
-                    driver.PublishAvailable();
+                    driver.FlushAvailable();
                     started++;
                     progress = true;
                     if (--toKick == 0)
                     {
                         toKick = batch;
-                        if (sleep && driver.Publish())
+                        if (sleep && driver.PublishAvailable())
                         {
                             LinuxThreads.Signal(_kickFd);
                         }
@@ -117,12 +117,12 @@ internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice d
                 continue;
             }
 
-            if (driver.Publish())
+            if (driver.PublishAvailable())
             {
                 LinuxThreads.Signal(_kickFd); // a partial batch must not wait forever
             }
 
-            if (!driver.EnableUsedNotifications())
+            if (driver.EnableUsedNotifications() == NotificationRecheck.NothingPending)
             {
                 LinuxThreads.Wait(_callFd);
             }
@@ -133,7 +133,7 @@ internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice d
     {
         if (!sleep)
         {
-            device.DisableNotifications();
+            device.DisableAvailableNotifications();
         }
 
         int completed = 0;
@@ -141,12 +141,12 @@ internal sealed class PingPongRun(VirtqueueDriver<int> driver, VirtqueueDevice d
         {
             if (sleep)
             {
-                if (!device.EnableNotifications())
+                if (device.EnableAvailableNotifications() == NotificationRecheck.NothingPending)
                 {
                     LinuxThreads.Wait(_kickFd);
                 }
 
-                device.DisableNotifications();
+                device.DisableAvailableNotifications();
             }
 
             int unpublished = 0;

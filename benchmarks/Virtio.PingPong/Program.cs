@@ -80,8 +80,8 @@ if (!packed && ring != "split")
 ulong features = (1UL << VirtioFeatureBits.Version1) | (1UL << VirtioFeatureBits.EventIdx) | (packed ? 1UL << VirtioFeatureBits.RingPacked : 0);
 using GuestMemory memory = GuestMemory.Allocate(16UL << 20);
 VirtqueueAddresses addresses = VirtqueueAddresses.Compact(packed ? VirtqueueFormat.Packed : VirtqueueFormat.Split, 0x1000, ringSize);
-using var driver = new VirtqueueDriver<int>(memory, addresses, features);
-if (!VirtqueueDevice.TryAttach(memory, addresses, features, out VirtqueueDevice? device, out QueueError error))
+using var driver = new DriverVirtqueue<int>(memory, addresses, features);
+if (!DeviceVirtqueue.TryAttach(memory, addresses, features, out DeviceVirtqueue? device, out QueueError error))
 {
     Console.Error.WriteLine($"attach failed: {error}");
     return 1;

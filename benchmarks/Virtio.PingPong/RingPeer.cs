@@ -83,7 +83,7 @@ internal static class RingPeer
             ? VirtqueueAddresses.From(PackedQueueLayout.Compact(gpaBase + RingOffset, qsize))
             : legacy ? VirtqueueAddresses.From(SplitQueueLayout.Legacy(gpaBase + RingOffset, qsize)) : VirtqueueAddresses.From(SplitQueueLayout.Compact(gpaBase + RingOffset, qsize));
         using var pool = new IndirectDescriptorPool(memory, gpaBase + poolOffset, qsize, poolEntries);
-        using var driver = new VirtqueueDriver<int>(memory, a, features, pool);
+        using var driver = new DriverVirtqueue<int>(memory, a, features, pool);
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"RING {ring} qsize={qsize} desc=0x{a.DescriptorAreaAddress:x} driver=0x{a.DriverAreaAddress:x} device=0x{a.DeviceAreaAddress:x} features={string.Join(',', featureNames)} gpa_base=0x{gpaBase:x} size={size} file={path}"));
@@ -129,7 +129,7 @@ internal static class RingPeer
                 numberOf[slot] = sent++;
             }
 
-            driver.Publish();
+            driver.PublishAvailable();
             while (driver.TryGetUsed(out int slot, out uint length))
             {
                 int number = numberOf[slot];
@@ -190,7 +190,7 @@ internal static class RingPeer
 
         using var file = MemoryMappedFile.CreateFromFile(ringKeys["file"], FileMode.Open, null, 0);
         using GuestMemory memory = Map(file, gpaBase, size);
-        if (!VirtqueueDevice.TryAttach(memory, addresses, FeatureBits(featureNames, packed), out VirtqueueDevice? device, out QueueError attachError))
+        if (!DeviceVirtqueue.TryAttach(memory, addresses, FeatureBits(featureNames, packed), out DeviceVirtqueue? device, out QueueError attachError))
         {
             Console.WriteLine($"BROKEN error={attachError}");
             return 3;

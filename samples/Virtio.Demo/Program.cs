@@ -42,10 +42,10 @@ ulong features = (1UL << VirtioFeatureBits.Version1) | (1UL << VirtioFeatureBits
 using GuestMemory memory = GuestMemory.Allocate(64UL << 20);
 VirtqueueAddresses addresses = VirtqueueAddresses.Compact(packed ? VirtqueueFormat.Packed : VirtqueueFormat.Split, RingBase, queueSize);
 using var pool = new IndirectDescriptorPool(memory, PoolBase, queueSize, 4);
-using var driver = new VirtqueueDriver<int>(memory, addresses, features, pool);
+using var driver = new DriverVirtqueue<int>(memory, addresses, features, pool);
 
 // --- The VMM attaches its device to the queue; the same device code runs over either ring format.
-if (!VirtqueueDevice.TryAttach(memory, addresses, features, out VirtqueueDevice? device, out QueueError attachError))
+if (!DeviceVirtqueue.TryAttach(memory, addresses, features, out DeviceVirtqueue? device, out QueueError attachError))
 {
     Console.Error.WriteLine($"attach failed: {attachError}");
     return 1;
@@ -65,7 +65,7 @@ var deviceThread = new Thread(() =>
     Span<byte> reply = stackalloc byte[8];
     while (served < buffers)
     {
-        device.DisableNotifications();
+        device.DisableAvailableNotifications();
         while (device.TryPop(out DescriptorChain chain))
         {
             uint hash = 2166136261u;
@@ -95,7 +95,7 @@ var deviceThread = new Thread(() =>
             interrupt.Release();
         }
 
-        if (served < buffers && !device.EnableNotifications() && !polling && !kick.Wait(TimeSpan.FromSeconds(10)))
+        if (served < buffers && device.EnableAvailableNotifications() == NotificationRecheck.NothingPending && !polling && !kick.Wait(TimeSpan.FromSeconds(10)))
         {
             failure = "device: no kick for 10 s";
             return;
@@ -143,7 +143,7 @@ var driverThread = new Thread(() =>
             sent++;
         }
 
-        if (driver.Publish() && !polling)
+        if (driver.PublishAvailable() && !polling)
         {
             Interlocked.Increment(ref kicks);
             kick.Release();
@@ -165,7 +165,7 @@ var driverThread = new Thread(() =>
             progress = true;
         }
 
-        if (!progress && !polling && (freeCount == 0 || sent == buffers) && !driver.EnableUsedNotifications()
+        if (!progress && !polling && (freeCount == 0 || sent == buffers) && driver.EnableUsedNotifications() == NotificationRecheck.NothingPending
             && !interrupt.Wait(TimeSpan.FromSeconds(10)))
         {
             failure = "driver: no interrupt for 10 s";
@@ -202,7 +202,7 @@ BinaryPrimitives.WriteUInt16LittleEndian(table[28..], SplitDescriptor.FlagNext);
 BinaryPrimitives.WriteUInt16LittleEndian(table[30..], 0);
 hostile.TryGetSpan(small.DriverAreaAddress, 6, out Span<byte> avail);
 BinaryPrimitives.WriteUInt16LittleEndian(avail[2..], 1); // idx = 1, ring[0] = head 0
-SplitQueueDevice.TryAttach(hostile, small, VirtqueueFeatures.None, out SplitQueueDevice? victim, out _);
+SplitDeviceVirtqueue.TryAttach(hostile, small, VirtqueueFeatures.None, out SplitDeviceVirtqueue? victim, out _);
 using (victim)
 {
     bool popped = victim!.TryPop(out _);

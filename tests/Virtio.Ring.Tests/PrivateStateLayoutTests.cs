@@ -13,10 +13,10 @@ namespace Virtio.Ring.Tests;
 public class PrivateStateLayoutTests
 {
     [Theory]
-    [InlineData(typeof(SplitQueueDevice), "DeviceState")]
-    [InlineData(typeof(SplitQueueDriver<int>), "SplitDriverState")]
-    [InlineData(typeof(PackedQueueDevice), "DeviceState")]
-    [InlineData(typeof(PackedQueueDriver<int>), "PackedDriverState")]
+    [InlineData(typeof(SplitDeviceVirtqueue), "DeviceState")]
+    [InlineData(typeof(SplitDriverVirtqueue<int>), "SplitDriverState")]
+    [InlineData(typeof(PackedDeviceVirtqueue), "DeviceState")]
+    [InlineData(typeof(PackedDriverVirtqueue<int>), "PackedDriverState")]
     public void Hot_state_is_padded_by_128_bytes_on_both_sides(Type owner, string stateName)
     {
         Type state = owner.GetNestedType(stateName, BindingFlags.NonPublic)

@@ -2,7 +2,7 @@ namespace Virtio.Ring.Packed;
 
 /// <summary>
 /// A device-side packed queue's state, for live migration and snapshots. Restoring validates it as guest input
-/// (<see cref="PackedQueueDevice.TryRestore"/>). Only a queue with no buffer in flight can be saved: a packed
+/// (<see cref="PackedDeviceVirtqueue.TryRestore"/>). Only a queue with no buffer in flight can be saved: a packed
 /// ring's in-flight buffers are identified by the guest-chosen buffer IDs and descriptor counts, which the
 /// device would otherwise have to trust on restore.
 /// </summary>

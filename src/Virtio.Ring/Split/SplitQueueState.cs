@@ -2,7 +2,7 @@ namespace Virtio.Ring.Split;
 
 /// <summary>
 /// A device-side split queue's state, for live migration and snapshots. Everything in it is treated as guest
-/// input when restored (<see cref="SplitQueueDevice.TryRestore"/>): layout, indices and the ring in memory are
+/// input when restored (<see cref="SplitDeviceVirtqueue.TryRestore"/>): layout, indices and the ring in memory are
 /// validated against each other before the queue runs.
 /// </summary>
 /// <param name="Layout">Queue size and area addresses.</param>

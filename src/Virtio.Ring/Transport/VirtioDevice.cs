@@ -302,7 +302,7 @@ public abstract class VirtioDevice : IDisposable
             }
 
             var addresses = new VirtqueueAddresses(slot.Size, slot.DescriptorArea, slot.DriverArea, slot.DeviceArea);
-            if (!VirtqueueDevice.TryAttach(Memory, addresses, _negotiatedFeatures, out VirtqueueDevice? queue, out QueueError error))
+            if (!DeviceVirtqueue.TryAttach(Memory, addresses, _negotiatedFeatures, out DeviceVirtqueue? queue, out QueueError error))
             {
                 LastQueueError = error;
                 NeedsResetLocked();
@@ -350,7 +350,7 @@ public abstract class VirtioDevice : IDisposable
                 return;
             }
 
-            VirtqueueDevice? queue = _queues[index].Queue;
+            DeviceVirtqueue? queue = _queues[index].Queue;
             if (queue is null)
             {
                 return;
@@ -418,10 +418,10 @@ public abstract class VirtioDevice : IDisposable
     protected Span<byte> Config => _config;
 
     /// <summary>The queue at <paramref name="index"/> if the driver made it ready; for models that process on their own threads.</summary>
-    protected VirtqueueDevice? Queue(int index) => (uint)index < (uint)_queues.Length ? _queues[index].Queue : null;
+    protected DeviceVirtqueue? Queue(int index) => (uint)index < (uint)_queues.Length ? _queues[index].Queue : null;
 
     /// <summary>Processes a notification for a ready queue; runs under the device lock.</summary>
-    protected abstract void OnQueueNotify(int index, VirtqueueDevice queue, uint notificationData);
+    protected abstract void OnQueueNotify(int index, DeviceVirtqueue queue, uint notificationData);
 
     /// <summary>Called when the driver sets DRIVER_OK.</summary>
     protected virtual void OnDriverOk()

@@ -12,7 +12,7 @@ internal sealed class VirtqueueSlot
     public ulong DeviceArea;
     public bool Ready;
     public bool ResetDone;
-    public VirtqueueDevice? Queue;
+    public DeviceVirtqueue? Queue;
 
     public void Clear(int maxSize)
     {

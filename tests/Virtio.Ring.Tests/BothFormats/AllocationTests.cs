@@ -45,8 +45,8 @@ public class AllocationTests
     private static long Run(QueuePair pair, GuestRange[] readable, GuestRange[] writable, int rounds)
     {
         long sum = 0;
-        VirtqueueDriver<int> driver = pair.Driver;
-        VirtqueueDevice device = pair.Device;
+        DriverVirtqueue<int> driver = pair.Driver;
+        DeviceVirtqueue device = pair.Device;
         for (int round = 0; round < rounds; round++)
         {
             for (int i = 0; i < 8; i++)
@@ -57,8 +57,8 @@ public class AllocationTests
                 }
             }
 
-            sum += driver.Publish() ? 1 : 0;
-            device.DisableNotifications();
+            sum += driver.PublishAvailable() ? 1 : 0;
+            device.DisableAvailableNotifications();
             while (device.TryPop(out DescriptorChain chain))
             {
                 foreach (ReadOnlySpan<byte> s in chain.Readable)
@@ -74,14 +74,14 @@ public class AllocationTests
                 device.PushUsed(chain.Id, chain.WritableLength);
             }
 
-            sum += device.EnableNotifications() ? 1 : 0;
+            sum += (int)device.EnableAvailableNotifications();
             sum += device.PublishUsed() ? 1 : 0;
             while (driver.TryGetUsed(out int token, out uint length))
             {
                 sum += token + length;
             }
 
-            sum += driver.EnableUsedNotificationsDelayed() ? 1 : 0;
+            sum += (int)driver.EnableUsedNotificationsDelayed();
         }
 
         return sum;

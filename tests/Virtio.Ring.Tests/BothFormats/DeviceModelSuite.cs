@@ -5,8 +5,8 @@ using System.Collections.Generic;
 namespace Virtio.Ring.Tests.BothFormats;
 
 /// <summary>
-/// The device-model suite, run unchanged over both ring formats through <see cref="VirtqueueDevice"/> and
-/// <see cref="VirtqueueDriver{TToken}"/>: what a device like the balloon relies on.
+/// The device-model suite, run unchanged over both ring formats through <see cref="DeviceVirtqueue"/> and
+/// <see cref="DriverVirtqueue{TToken}"/>: what a device like the balloon relies on.
 /// </summary>
 public class DeviceModelSuite
 {
@@ -74,7 +74,7 @@ public class DeviceModelSuite
                 sent++;
             }
 
-            pair.Driver.Publish();
+            pair.Driver.PublishAvailable();
             while (pair.Device.TryPop(out DescriptorChain chain))
             {
                 foreach (ReadOnlySpan<byte> s in chain.Readable)
@@ -116,7 +116,7 @@ public class DeviceModelSuite
                 n++;
             }
 
-            pair.Driver.Publish();
+            pair.Driver.PublishAvailable();
             var ids = new List<ushort>();
             while (pair.Device.TryPop(out DescriptorChain chain))
             {
@@ -148,13 +148,13 @@ public class DeviceModelSuite
     {
         using var pair = new QueuePair(format, 8, VirtqueueFeatures.None);
         Assert.True(pair.Driver.TryAdd([new(0xFFFF_0000_0000, 8)], [], 1)); // outside guest memory
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Assert.False(pair.Device.TryPop(out _));
         Assert.Equal(QueueError.BufferNotInGuestMemory, pair.Device.Error);
         Assert.True(pair.Device.IsBroken);
         Assert.False(pair.Device.TryPop(out _));
         Assert.False(pair.Device.PublishUsed());
-        Assert.False(pair.Device.EnableNotifications());
+        Assert.Equal(NotificationRecheck.NothingPending, pair.Device.EnableAvailableNotifications());
     }
 
     [Theory]
@@ -169,7 +169,7 @@ public class DeviceModelSuite
             outstanding.Add(i);
         }
 
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         for (int i = 0; i < 4; i++)
         {
             Assert.True(pair.Device.TryPop(out DescriptorChain c));
@@ -199,7 +199,7 @@ public class DeviceModelSuite
             Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], i));
         }
 
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         int seen = 0;
         while (pair.Device.TryPop(out DescriptorChain c))
         {
@@ -226,32 +226,32 @@ public class DeviceModelSuite
         {
             using var pair = new QueuePair(format, 8, features);
             Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 1));
-            Assert.True(pair.Driver.Publish()); // notifications start enabled
+            Assert.True(pair.Driver.PublishAvailable()); // notifications start enabled
 
-            pair.Device.DisableNotifications();
+            pair.Device.DisableAvailableNotifications();
             Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 2));
-            Assert.False(pair.Driver.Publish());
-            Assert.True(pair.Device.EnableNotifications()); // the re-check sees what came without a kick
+            Assert.False(pair.Driver.PublishAvailable());
+            Assert.Equal(NotificationRecheck.BuffersPending, pair.Device.EnableAvailableNotifications()); // the re-check sees what came without a kick
 
             while (pair.Device.TryPop(out DescriptorChain c))
             {
                 pair.Device.PushUsed(c.Id, 0);
             }
 
-            Assert.False(pair.Device.EnableNotifications());
+            Assert.Equal(NotificationRecheck.NothingPending, pair.Device.EnableAvailableNotifications());
             Assert.True(pair.Device.PublishUsed()); // the driver wants interrupts
             while (pair.Driver.TryGetUsed(out _, out _))
             {
             }
 
             Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 3));
-            Assert.True(pair.Driver.Publish()); // re-armed when the device found the ring empty
+            Assert.True(pair.Driver.PublishAvailable()); // re-armed when the device found the ring empty
 
             pair.Driver.DisableUsedNotifications();
             Assert.True(pair.Device.TryPop(out DescriptorChain last));
             pair.Device.PushUsed(last.Id, 0);
             Assert.False(pair.Device.PublishUsed());
-            Assert.True(pair.Driver.EnableUsedNotifications()); // already used: the re-check reports it
+            Assert.Equal(NotificationRecheck.BuffersPending, pair.Driver.EnableUsedNotifications()); // already used: the re-check reports it
             Assert.True(pair.Driver.TryGetUsed(out int token, out _));
             Assert.Equal(3, token);
         }
@@ -265,9 +265,9 @@ public class DeviceModelSuite
         {
             using var pair = new QueuePair(format, 8, features);
             Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 1));
-            pair.Driver.PublishAvailable();
+            pair.Driver.FlushAvailable();
             Assert.True(pair.Device.TryPop(out DescriptorChain c)); // visible without a kick decision
-            Assert.True(pair.Driver.Publish());                      // the decision still covers it
+            Assert.True(pair.Driver.PublishAvailable());                      // the decision still covers it
 
             pair.Device.PushUsed(c.Id, 0);
             pair.Device.FlushUsed();

@@ -67,7 +67,7 @@ public class InOrderTests
                 sent++;
             }
 
-            pair.Driver.Publish();
+            pair.Driver.PublishAvailable();
 
             // The device pops everything, in order, then returns it in batches of random size.
             int token = received + popped.Count;
@@ -127,7 +127,7 @@ public class InOrderTests
             Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], i));
         }
 
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         var ids = new List<ushort>();
         while (pair.Device.TryPop(out DescriptorChain c))
         {
@@ -145,7 +145,7 @@ public class InOrderTests
     {
         using var pair = new QueuePair(VirtqueueFormat.Split, 8, VirtqueueFeatures.None);
         Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 1));
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Assert.True(pair.Device.TryPop(out DescriptorChain c));
         ushort id = c.Id;
         Assert.Throws<InvalidOperationException>(() => pair.Device.PushUsedBatch(id, 0));
@@ -162,7 +162,7 @@ public class InOrderTests
             var ranges = new GuestRange[segments];
             Array.Fill(ranges, new GuestRange(pair.BufferBase, 8));
             Assert.True(pair.Driver.TryAdd(ranges, [], round));
-            pair.Driver.Publish();
+            pair.Driver.PublishAvailable();
             Assert.True(pair.Device.TryPop(out DescriptorChain c));
             Assert.Equal(expectedHead, c.Id);
             expectedHead = (expectedHead + segments) % 8;
@@ -179,7 +179,7 @@ public class InOrderTests
     {
         using var pair = new QueuePair(format, 4, VirtqueueFeatures.InOrder);
         Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 1));
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Assert.True(pair.Device.TryPop(out DescriptorChain c));
         pair.Device.PushUsed(c.Id, 0);
         pair.Device.PublishUsed();

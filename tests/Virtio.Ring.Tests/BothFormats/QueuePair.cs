@@ -21,8 +21,8 @@ internal sealed class QueuePair : IDisposable
         FeatureBits = ToBits(format, features);
         Addresses = VirtqueueAddresses.Compact(format, RingBase, queueSize);
         Pool = indirectTables == 0 ? null : new IndirectDescriptorPool(Memory, poolBase, indirectTables, indirectEntries);
-        Driver = new VirtqueueDriver<int>(Memory, Addresses, FeatureBits, Pool);
-        Assert.True(VirtqueueDevice.TryAttach(Memory, Addresses, FeatureBits, out VirtqueueDevice? device, out QueueError error), error.ToString());
+        Driver = new DriverVirtqueue<int>(Memory, Addresses, FeatureBits, Pool);
+        Assert.True(DeviceVirtqueue.TryAttach(Memory, Addresses, FeatureBits, out DeviceVirtqueue? device, out QueueError error), error.ToString());
         Device = device!;
         Assert.Equal(format, Device.Format);
         Assert.Equal(format, Driver.Format);
@@ -38,9 +38,9 @@ internal sealed class QueuePair : IDisposable
 
     public IndirectDescriptorPool? Pool { get; }
 
-    public VirtqueueDriver<int> Driver { get; }
+    public DriverVirtqueue<int> Driver { get; }
 
-    public VirtqueueDevice Device { get; private set; }
+    public DeviceVirtqueue Device { get; private set; }
 
     public ulong BufferBase { get; }
 
@@ -58,7 +58,7 @@ internal sealed class QueuePair : IDisposable
     public void ReattachDevice()
     {
         Device.Dispose();
-        Assert.True(VirtqueueDevice.TryAttach(Memory, Addresses, FeatureBits, out VirtqueueDevice? device, out QueueError error), error.ToString());
+        Assert.True(DeviceVirtqueue.TryAttach(Memory, Addresses, FeatureBits, out DeviceVirtqueue? device, out QueueError error), error.ToString());
         Device = device!;
     }
 

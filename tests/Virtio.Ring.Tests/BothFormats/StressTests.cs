@@ -69,7 +69,7 @@ public class StressTests
 
     private static string? RunDevice(QueuePair pair, int buffers, bool notify, bool batched, SemaphoreSlim kick, SemaphoreSlim interrupt, Barrier start, Stopwatch clock)
     {
-        VirtqueueDevice q = pair.Device;
+        DeviceVirtqueue q = pair.Device;
         Span<byte> response = stackalloc byte[8];
         if (!start.SignalAndWait(Deadline))
         {
@@ -142,7 +142,7 @@ public class StressTests
             }
 
             // Interrupt-driven: re-enable, re-check, then wait for a kick. A lost kick shows up as a timeout.
-            if (q.EnableNotifications())
+            if (q.EnableAvailableNotifications() == NotificationRecheck.BuffersPending)
             {
                 continue;
             }
@@ -152,7 +152,7 @@ public class StressTests
                 return $"device: no kick for {LostNotification.TotalSeconds} s after {done} buffers (lost notification)";
             }
 
-            q.DisableNotifications();
+            q.DisableAvailableNotifications();
         }
 
         return null;
@@ -160,7 +160,7 @@ public class StressTests
 
     private static string? RunDriver(QueuePair pair, int buffers, int slots, bool notify, SemaphoreSlim kick, SemaphoreSlim interrupt, Barrier start, Stopwatch clock)
     {
-        VirtqueueDriver<int> q = pair.Driver;
+        DriverVirtqueue<int> q = pair.Driver;
         var seen = new bool[buffers];
         var freeSlots = new int[slots];
         var slotOfSeq = new int[buffers];
@@ -212,7 +212,7 @@ public class StressTests
                 progress = true;
             }
 
-            if (q.Publish() && notify)
+            if (q.PublishAvailable() && notify)
             {
                 kick.Release();
             }
@@ -258,7 +258,7 @@ public class StressTests
             }
 
             // TryGetUsed re-armed notifications (used_event, or the flag left clear) and re-checked; now wait.
-            if (q.EnableUsedNotifications())
+            if (q.EnableUsedNotifications() == NotificationRecheck.BuffersPending)
             {
                 continue;
             }

@@ -148,9 +148,9 @@ public class GuestMemoryTests
                     });
                     using GuestMemory memory = new GuestMemoryBuilder().AttachRegion(0, (nint)(p + view.PointerOffset), 1 << 16, release).Build();
                     SplitQueueLayout layout = SplitQueueLayout.Compact(0, 16);
-                    using var driver = new SplitQueueDriver<int>(memory, layout, VirtqueueFeatures.None);
+                    using var driver = new SplitDriverVirtqueue<int>(memory, layout, VirtqueueFeatures.None);
                     Assert.True(driver.TryAdd([new GuestRange(0x8000, 16)], [], 1));
-                    driver.Publish();
+                    driver.PublishAvailable();
                 }
             }
 
@@ -181,13 +181,13 @@ public class GuestMemoryTests
         var owner = new NativeOwner(0x10000);
         GuestMemory memory = new GuestMemoryBuilder().AttachRegion(0, (nint)owner.Pointer, 0x10000, owner).Build();
         SplitQueueLayout layout = SplitQueueLayout.Compact(0, 8);
-        var driver = new SplitQueueDriver<int>(memory, layout, VirtqueueFeatures.None);
-        Assert.True(SplitQueueDevice.TryAttach(memory, layout, VirtqueueFeatures.None, out SplitQueueDevice? device, out _));
+        var driver = new SplitDriverVirtqueue<int>(memory, layout, VirtqueueFeatures.None);
+        Assert.True(SplitDeviceVirtqueue.TryAttach(memory, layout, VirtqueueFeatures.None, out SplitDeviceVirtqueue? device, out _));
 
         memory.Dispose(); // the VMM tears down memory first
         Assert.False(owner.Disposed);
         Assert.True(driver.TryAdd([new GuestRange(0x8000, 8)], [], 1));
-        driver.Publish();
+        driver.PublishAvailable();
         Assert.True(device.TryPop(out _)); // still mapped: no use after free
         driver.Dispose();
         Assert.False(owner.Disposed);

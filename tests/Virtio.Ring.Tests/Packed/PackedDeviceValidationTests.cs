@@ -12,7 +12,7 @@ public class PackedDeviceValidationTests
 {
     private const ulong Buf = BufferBase;
 
-    private static void AssertBroken(PackedQueueDevice device, QueueError expected)
+    private static void AssertBroken(PackedDeviceVirtqueue device, QueueError expected)
     {
         Assert.False(device.TryPop(out _));
         Assert.Equal(expected, device.Error);
@@ -20,7 +20,7 @@ public class PackedDeviceValidationTests
         {
             Assert.False(device.TryPop(out _));
             Assert.False(device.PublishUsed());
-            Assert.False(device.EnableNotifications());
+            Assert.Equal(NotificationRecheck.NothingPending, device.EnableAvailableNotifications());
         }
 
         Assert.Equal(expected, device.Error);
@@ -30,7 +30,7 @@ public class PackedDeviceValidationTests
     public void Nothing_is_popped_from_a_zero_initialised_ring()
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         Assert.False(device.TryPop(out _));
         Assert.False(device.IsBroken);
     }
@@ -39,7 +39,7 @@ public class PackedDeviceValidationTests
     public void A_descriptor_marked_used_is_not_available()
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(0, Buf, 8, 0, PackedDescriptor.FlagAvail | PackedDescriptor.FlagUsed);
         Assert.False(device.TryPop(out _));
         Assert.False(device.IsBroken);
@@ -49,7 +49,7 @@ public class PackedDeviceValidationTests
     public void Every_descriptor_of_a_list_must_be_available_2_8_6()
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(1, Buf, 8, 0, 0); // second descriptor never made available
         forge.WriteSlot(0, Buf, 8, 0, Avail | Next);
         AssertBroken(device, QueueError.DescriptorNotAvailable);
@@ -59,7 +59,7 @@ public class PackedDeviceValidationTests
     public void A_list_longer_than_the_queue_is_rejected()
     {
         using var forge = new PackedForge(3);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         for (int i = 0; i < 3; i++)
         {
             forge.WriteSlot(i, Buf, 8, 0, Avail | Next); // NEXT on every slot: the list never ends
@@ -72,7 +72,7 @@ public class PackedDeviceValidationTests
     public void The_buffer_id_must_be_below_the_queue_size()
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(0, Buf, 8, 4, Avail);
         AssertBroken(device, QueueError.BufferIdOutOfRange);
     }
@@ -81,7 +81,7 @@ public class PackedDeviceValidationTests
     public void A_buffer_id_in_flight_cannot_be_made_available_again()
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(1, Buf, 8, 2, Avail);
         forge.WriteSlot(0, Buf, 8, 2, Avail);
         Assert.True(device.TryPop(out DescriptorChain first));
@@ -93,7 +93,7 @@ public class PackedDeviceValidationTests
     public void No_more_than_queue_size_slots_may_be_in_flight()
     {
         using var forge = new PackedForge(3);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(1, Buf, 8, 0, Avail);
         forge.WriteSlot(0, Buf, 8, 0, Avail | Next); // buffer 0: slots 0-1
         forge.WriteSlot(2, Buf, 8, 1, Avail);        // buffer 1: slot 2
@@ -113,7 +113,7 @@ public class PackedDeviceValidationTests
         // several laps, where both positions are equal and only the wrap counters tell full from empty.
         const int Q = 4;
         using var forge = new PackedForge(Q);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         bool wrap = true;
         int slot = 0;
         for (int lap = 0; lap < 3; lap++)
@@ -148,7 +148,7 @@ public class PackedDeviceValidationTests
     public void Indirect_requires_VIRTIO_F_INDIRECT_DESC()
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteAt(IndirectBase, Buf, 8, 0, 0);
         forge.WriteSlot(0, IndirectBase, 16, 0, Avail | Indirect);
         AssertBroken(device, QueueError.IndirectNotNegotiated);
@@ -158,7 +158,7 @@ public class PackedDeviceValidationTests
     public void Indirect_with_next_is_rejected_2_8_19()
     {
         using var forge = new PackedForge(4, VirtqueueFeatures.IndirectDescriptors);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteAt(IndirectBase, Buf, 8, 0, 0);
         forge.WriteSlot(1, Buf, 8, 0, Avail);
         forge.WriteSlot(0, IndirectBase, 16, 0, Avail | Indirect | Next);
@@ -169,7 +169,7 @@ public class PackedDeviceValidationTests
     public void Indirect_inside_a_next_list_is_rejected_2_8_19()
     {
         using var forge = new PackedForge(4, VirtqueueFeatures.IndirectDescriptors);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteAt(IndirectBase, Buf, 8, 0, 0);
         forge.WriteSlot(1, IndirectBase, 16, 0, Avail | Indirect);
         forge.WriteSlot(0, Buf, 8, 0, Avail | Next);
@@ -180,7 +180,7 @@ public class PackedDeviceValidationTests
     public void Indirect_inside_an_indirect_table_is_rejected()
     {
         using var forge = new PackedForge(4, VirtqueueFeatures.IndirectDescriptors);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteAt(IndirectBase, IndirectBase, 16, 0, Indirect);
         forge.WriteSlot(0, IndirectBase, 16, 0, Avail | Indirect);
         AssertBroken(device, QueueError.NestedIndirect);
@@ -192,7 +192,7 @@ public class PackedDeviceValidationTests
     public void Indirect_table_length_is_a_non_zero_multiple_of_16(uint length)
     {
         using var forge = new PackedForge(4, VirtqueueFeatures.IndirectDescriptors);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(0, IndirectBase, length, 0, Avail | Indirect);
         AssertBroken(device, QueueError.IndirectTableLength);
     }
@@ -201,7 +201,7 @@ public class PackedDeviceValidationTests
     public void An_indirect_table_longer_than_the_queue_is_rejected()
     {
         using var forge = new PackedForge(4, VirtqueueFeatures.IndirectDescriptors);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(0, IndirectBase, 16 * 5, 0, Avail | Indirect);
         AssertBroken(device, QueueError.ChainTooLong);
     }
@@ -212,7 +212,7 @@ public class PackedDeviceValidationTests
     public void Indirect_table_must_lie_in_guest_memory(ulong address)
     {
         using var forge = new PackedForge(4, VirtqueueFeatures.IndirectDescriptors);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(0, address, 32, 0, Avail | Indirect);
         AssertBroken(device, QueueError.IndirectTableNotInGuestMemory);
     }
@@ -221,7 +221,7 @@ public class PackedDeviceValidationTests
     public void Readable_after_writable_is_rejected()
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(1, Buf, 8, 0, Avail);
         forge.WriteSlot(0, Buf, 8, 0, Avail | Write | Next);
         AssertBroken(device, QueueError.ReadableAfterWritable);
@@ -231,7 +231,7 @@ public class PackedDeviceValidationTests
     public void Readable_after_writable_inside_an_indirect_table_is_rejected()
     {
         using var forge = new PackedForge(4, VirtqueueFeatures.IndirectDescriptors);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteAt(IndirectBase, Buf, 8, 0, Write);
         forge.WriteAt(IndirectBase + 16, Buf, 8, 0, 0);
         forge.WriteSlot(0, IndirectBase, 32, 0, Avail | Indirect);
@@ -242,7 +242,7 @@ public class PackedDeviceValidationTests
     public void A_buffer_of_2_GiB_or_more_overflows()
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(0, 0, 0x8000_0000, 0, Avail);
         AssertBroken(device, QueueError.ChainLengthOverflow);
     }
@@ -251,7 +251,7 @@ public class PackedDeviceValidationTests
     public void List_lengths_may_not_add_up_past_2_pow_32()
     {
         using var forge = new PackedForge(4, memorySize: 0x8000_0000);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(2, 0, 0x7FFF_FFFF, 0, Avail);
         forge.WriteSlot(1, 0, 0x7FFF_FFFF, 0, Avail | Next);
         forge.WriteSlot(0, 0, 0x7FFF_FFFF, 0, Avail | Next);
@@ -265,7 +265,7 @@ public class PackedDeviceValidationTests
     public void Every_buffer_must_lie_inside_guest_memory(ulong address, uint length)
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(0, address, length, 0, Avail);
         AssertBroken(device, QueueError.BufferNotInGuestMemory);
         Assert.Equal(address, device.ErrorDetail);
@@ -275,7 +275,7 @@ public class PackedDeviceValidationTests
     public void Descriptors_are_read_once_rewriting_them_after_the_pop_changes_nothing()
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(1, Buf + 0x100, 32, 3, Avail | Write);
         forge.WriteSlot(0, Buf, 16, 0, Avail | Next);
         Assert.True(device.TryPop(out DescriptorChain chain));
@@ -291,11 +291,11 @@ public class PackedDeviceValidationTests
     public void Ring_parts_must_lie_in_guest_memory_and_be_aligned()
     {
         using GuestMemory memory = GuestMemory.Allocate(1 << 20);
-        Assert.False(PackedQueueDevice.TryAttach(memory, new PackedQueueLayout(4, 1 << 20, 0x100, 0x104), VirtqueueFeatures.None, out _, out QueueError e1));
+        Assert.False(PackedDeviceVirtqueue.TryAttach(memory, new PackedQueueLayout(4, 1 << 20, 0x100, 0x104), VirtqueueFeatures.None, out _, out QueueError e1));
         Assert.Equal(QueueError.RingNotInGuestMemory, e1);
-        Assert.False(PackedQueueDevice.TryAttach(memory, new PackedQueueLayout(4, 0x1008, 0x100, 0x104), VirtqueueFeatures.None, out _, out QueueError e2));
+        Assert.False(PackedDeviceVirtqueue.TryAttach(memory, new PackedQueueLayout(4, 0x1008, 0x100, 0x104), VirtqueueFeatures.None, out _, out QueueError e2));
         Assert.Equal(QueueError.RingMisaligned, e2);
-        Assert.False(PackedQueueDevice.TryAttach(memory, new PackedQueueLayout(0, 0x1000, 0x100, 0x104), VirtqueueFeatures.None, out _, out QueueError e3));
+        Assert.False(PackedDeviceVirtqueue.TryAttach(memory, new PackedQueueLayout(0, 0x1000, 0x100, 0x104), VirtqueueFeatures.None, out _, out QueueError e3));
         Assert.Equal(QueueError.InvalidQueueSize, e3);
     }
 
@@ -303,7 +303,7 @@ public class PackedDeviceValidationTests
     public void Pushing_a_buffer_the_device_does_not_hold_is_a_caller_bug()
     {
         using var forge = new PackedForge(4);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         Assert.Throws<InvalidOperationException>(() => device.PushUsed(0, 0));
         Assert.Throws<ArgumentOutOfRangeException>(() => device.PushUsed(4, 0));
     }
@@ -328,7 +328,7 @@ public class PackedDeviceValidationTests
             }
 
             rng.NextBytes(forge.Span(IndirectBase, 128));
-            using PackedQueueDevice device = forge.AttachDevice();
+            using PackedDeviceVirtqueue device = forge.AttachDevice();
             int pops = 0;
             while (pops < 64 && device.TryPop(out DescriptorChain chain))
             {

@@ -30,9 +30,9 @@ internal sealed class PackedForge : IDisposable
 
     public VirtqueueFeatures Features { get; }
 
-    public PackedQueueDevice AttachDevice()
+    public PackedDeviceVirtqueue AttachDevice()
     {
-        Assert.True(PackedQueueDevice.TryAttach(Memory, Layout, Features, out PackedQueueDevice? device, out QueueError error), error.ToString());
+        Assert.True(PackedDeviceVirtqueue.TryAttach(Memory, Layout, Features, out PackedDeviceVirtqueue? device, out QueueError error), error.ToString());
         return device!;
     }
 

@@ -97,7 +97,7 @@ public class PackedLayoutTests
     public void Golden_bytes_for_a_two_descriptor_list_and_its_used_descriptor()
     {
         using var forge = new PackedForge(4);
-        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        using var driver = new PackedDriverVirtqueue<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
         Assert.True(driver.TryAdd([new GuestRange(0x10_0000, 0x10)], [new GuestRange(0x10_1000, 0x20)], 7));
         byte[] expected =
         [
@@ -107,7 +107,7 @@ public class PackedLayoutTests
         ];
         Assert.Equal(expected, forge.Span(forge.Layout.DescriptorRingAddress, 64).ToArray());
 
-        using PackedQueueDevice device = forge.AttachDevice();
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         Assert.True(device.TryPop(out DescriptorChain chain));
         Assert.Equal(0, chain.Id);
         device.PushUsed(chain.Id, 0x20);
@@ -125,7 +125,7 @@ public class PackedLayoutTests
     {
         using var forge = new PackedForge(4, VirtqueueFeatures.IndirectDescriptors);
         using var pool = new IndirectDescriptorPool(forge.Memory, PackedForge.IndirectBase, 1, 4);
-        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, forge.Features, pool);
+        using var driver = new PackedDriverVirtqueue<int>(forge.Memory, forge.Layout, forge.Features, pool);
         Assert.True(driver.TryAdd([new GuestRange(0x10_0000, 0x10)], [new GuestRange(0x10_1000, 0x20)], 7));
         byte[] ring = [0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00, 0x84, 0x00];
         Assert.Equal(ring, forge.Span(forge.Layout.DescriptorRingAddress, 16).ToArray());
@@ -141,8 +141,8 @@ public class PackedLayoutTests
     public void Second_lap_descriptors_carry_inverted_bits()
     {
         using var forge = new PackedForge(2);
-        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using var driver = new PackedDriverVirtqueue<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         for (int i = 0; i < 2; i++)
         {
             Assert.True(driver.TryAdd([new GuestRange(0x10_0000, 8)], [], i));

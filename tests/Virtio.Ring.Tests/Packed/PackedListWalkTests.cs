@@ -14,9 +14,9 @@ public class PackedListWalkTests
     private const ushort Used = PackedDescriptor.FlagUsed;
 
     /// <summary>Pops and returns one one-descriptor buffer at slot 0, so the device has a cached region.</summary>
-    private static PackedQueueDevice AttachWarm(PackedForge forge)
+    private static PackedDeviceVirtqueue AttachWarm(PackedForge forge)
     {
-        PackedQueueDevice device = forge.AttachDevice();
+        PackedDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteSlot(0, Buf, 8, 0, Avail);
         Assert.True(device.TryPop(out DescriptorChain warm));
         device.PushUsed(warm.Id, 0);
@@ -30,7 +30,7 @@ public class PackedListWalkTests
     public void A_list_longer_than_one_scan_is_read_whole()
     {
         using var forge = new PackedForge(16);
-        using PackedQueueDevice device = AttachWarm(forge);
+        using PackedDeviceVirtqueue device = AttachWarm(forge);
         for (int i = 0; i < 10; i++)
         {
             ushort flags = (ushort)(Avail | (i < 9 ? Next : 0) | (i >= 7 ? Write : 0));
@@ -57,7 +57,7 @@ public class PackedListWalkTests
     public void A_list_wrapping_round_the_ring_end_switches_wrap_counter_2_8_1()
     {
         using var forge = new PackedForge(8);
-        using PackedQueueDevice device = AttachWarm(forge);
+        using PackedDeviceVirtqueue device = AttachWarm(forge);
 
         // Slots 1-5 take five one-descriptor buffers; the list under test then covers slots 6, 7, 0 and 1,
         // the last two in the second lap, where "available" is AVAIL clear and USED set.
@@ -88,7 +88,7 @@ public class PackedListWalkTests
     public void A_later_descriptor_not_yet_available_breaks_the_queue_2_8_6()
     {
         using var forge = new PackedForge(16);
-        using PackedQueueDevice device = AttachWarm(forge);
+        using PackedDeviceVirtqueue device = AttachWarm(forge);
         for (int i = 1; i <= 6; i++)
         {
             forge.WriteSlot(i, Buf, 8, 2, (ushort)(Avail | Next));
@@ -104,7 +104,7 @@ public class PackedListWalkTests
     public void Readable_after_writable_deep_in_a_list_breaks_the_queue_2_8_4()
     {
         using var forge = new PackedForge(16);
-        using PackedQueueDevice device = AttachWarm(forge);
+        using PackedDeviceVirtqueue device = AttachWarm(forge);
         for (int i = 1; i <= 6; i++)
         {
             forge.WriteSlot(i, Buf, 8, 2, (ushort)(Avail | Next | (i >= 3 ? Write : 0)));
@@ -120,7 +120,7 @@ public class PackedListWalkTests
     public void A_buffer_outside_guest_memory_in_the_middle_of_a_list_breaks_the_queue()
     {
         using var forge = new PackedForge(16);
-        using PackedQueueDevice device = AttachWarm(forge);
+        using PackedDeviceVirtqueue device = AttachWarm(forge);
         forge.WriteSlot(1, Buf, 8, 2, Avail | Next);
         forge.WriteSlot(2, MemorySize - 4, 8, 2, Avail | Next); // crosses the end of guest memory
         forge.WriteSlot(3, Buf, 8, 2, Avail);
@@ -133,7 +133,7 @@ public class PackedListWalkTests
     public void A_list_whose_id_is_in_flight_breaks_the_queue_2_8_6()
     {
         using var forge = new PackedForge(16);
-        using PackedQueueDevice device = AttachWarm(forge);
+        using PackedDeviceVirtqueue device = AttachWarm(forge);
         forge.WriteSlot(1, Buf, 8, 5, Avail);
         Assert.True(device.TryPop(out _)); // id 5 now in flight
         forge.WriteSlot(2, Buf, 8, 5, Avail | Next);
@@ -147,7 +147,7 @@ public class PackedListWalkTests
     public void A_list_longer_than_the_queue_breaks_the_queue_with_a_warm_cache()
     {
         using var forge = new PackedForge(8);
-        using PackedQueueDevice device = AttachWarm(forge);
+        using PackedDeviceVirtqueue device = AttachWarm(forge);
         for (int i = 0; i < 8; i++)
         {
             // Slot 0 is the second lap's (USED set, AVAIL clear); the others the first's. NEXT everywhere.

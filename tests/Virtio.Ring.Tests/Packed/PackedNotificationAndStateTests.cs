@@ -25,12 +25,12 @@ public class PackedNotificationAndStateTests
     public void With_EVENT_IDX_the_device_event_names_the_next_slot_and_wrap()
     {
         using var forge = new PackedForge(3, VirtqueueFeatures.EventIndex);
-        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, forge.Features);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using var driver = new PackedDriverVirtqueue<int>(forge.Memory, forge.Layout, forge.Features);
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         for (int round = 0; round < 5; round++)
         {
             Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [new GuestRange(Buf, 8)], round));
-            Assert.True(driver.Publish(), $"round {round}: the device re-armed at this slot when it found the ring empty");
+            Assert.True(driver.PublishAvailable(), $"round {round}: the device re-armed at this slot when it found the ring empty");
             Assert.True(device.TryPop(out DescriptorChain c));
             Assert.False(device.TryPop(out _)); // empty: re-arms
             (ushort desc, ushort flags) = forge.ReadDeviceEvent();
@@ -46,8 +46,8 @@ public class PackedNotificationAndStateTests
     public void Driver_DISABLE_and_DESC_control_device_interrupts()
     {
         using var forge = new PackedForge(8, VirtqueueFeatures.EventIndex);
-        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, forge.Features);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using var driver = new PackedDriverVirtqueue<int>(forge.Memory, forge.Layout, forge.Features);
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
 
         driver.DisableUsedNotifications();
         Use(driver, device, 1);
@@ -66,13 +66,13 @@ public class PackedNotificationAndStateTests
     public void Delayed_enable_points_three_quarters_into_the_slots_in_flight()
     {
         using var forge = new PackedForge(16, VirtqueueFeatures.EventIndex);
-        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, forge.Features);
+        using var driver = new PackedDriverVirtqueue<int>(forge.Memory, forge.Layout, forge.Features);
         for (int i = 0; i < 8; i++)
         {
             Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], i));
         }
 
-        Assert.False(driver.EnableUsedNotificationsDelayed());
+        Assert.Equal(NotificationRecheck.NothingPending, driver.EnableUsedNotificationsDelayed());
         Span<byte> e = forge.Span(forge.Layout.DriverAreaAddress, 4);
         Assert.Equal(EventSuppression.Encode(6, true), BinaryPrimitives.ReadUInt16LittleEndian(e));
         Assert.Equal(EventSuppression.FlagsDesc, BinaryPrimitives.ReadUInt16LittleEndian(e[2..]));
@@ -82,7 +82,7 @@ public class PackedNotificationAndStateTests
     public void A_used_id_the_driver_never_gave_out_breaks_the_driver_queue()
     {
         using var forge = new PackedForge(4);
-        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        using var driver = new PackedDriverVirtqueue<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
         Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], 1)); // buffer ID 0
         forge.WriteSlot(0, 0, 0, 3, PackedDescriptor.FlagAvail | PackedDescriptor.FlagUsed);
         Assert.False(driver.TryGetUsed(out _, out _));
@@ -94,9 +94,9 @@ public class PackedNotificationAndStateTests
     public void Saved_state_restores_and_continues()
     {
         using var forge = new PackedForge(5);
-        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        using var driver = new PackedDriverVirtqueue<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
         PackedQueueState state;
-        using (PackedQueueDevice device = forge.AttachDevice())
+        using (PackedDeviceVirtqueue device = forge.AttachDevice())
         {
             for (int i = 0; i < 7; i++)
             {
@@ -115,7 +115,7 @@ public class PackedNotificationAndStateTests
 
         Assert.Equal((ushort)3, state.NextAvail); // 8 slots used in a ring of 5
         Assert.False(state.AvailWrapCounter);
-        Assert.True(PackedQueueDevice.TryRestore(forge.Memory, state, out PackedQueueDevice? restored, out QueueError error), error.ToString());
+        Assert.True(PackedDeviceVirtqueue.TryRestore(forge.Memory, state, out PackedDeviceVirtqueue? restored, out QueueError error), error.ToString());
         using (restored)
         {
             Assert.True(driver.TryGetUsed(out int token, out _));
@@ -132,10 +132,10 @@ public class PackedNotificationAndStateTests
         }
 
         var bad = state with { NextAvail = 5, NextUsed = 5 };
-        Assert.False(PackedQueueDevice.TryRestore(forge.Memory, bad, out _, out QueueError e2));
+        Assert.False(PackedDeviceVirtqueue.TryRestore(forge.Memory, bad, out _, out QueueError e2));
         Assert.Equal(QueueError.InvalidSavedState, e2);
         var mismatched = state with { NextUsed = 1 };
-        Assert.False(PackedQueueDevice.TryRestore(forge.Memory, mismatched, out _, out QueueError e3));
+        Assert.False(PackedDeviceVirtqueue.TryRestore(forge.Memory, mismatched, out _, out QueueError e3));
         Assert.Equal(QueueError.InvalidSavedState, e3);
     }
 
@@ -146,8 +146,8 @@ public class PackedNotificationAndStateTests
         // laps of mixed one- and two-slot buffers, including the full ring (positions equal, wraps differ).
         const int Q = 4;
         using var forge = new PackedForge(Q);
-        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
-        using PackedQueueDevice device = forge.AttachDevice();
+        using var driver = new PackedDriverVirtqueue<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        using PackedDeviceVirtqueue device = forge.AttachDevice();
         int usedSlots = 0;
         for (int round = 0; round < 6; round++)
         {
@@ -182,7 +182,7 @@ public class PackedNotificationAndStateTests
     public void After_buffers_are_detached_the_queue_takes_no_more_until_reset()
     {
         using var forge = new PackedForge(4);
-        using var driver = new PackedQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        using var driver = new PackedDriverVirtqueue<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
         Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], 1));
         Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], 2));
 
@@ -206,12 +206,12 @@ public class PackedNotificationAndStateTests
         return BinaryPrimitives.ReadUInt64LittleEndian(bytes);
     }
 
-    private static void Use(PackedQueueDriver<int> driver, PackedQueueDevice device, int count)
+    private static void Use(PackedDriverVirtqueue<int> driver, PackedDeviceVirtqueue device, int count)
     {
         for (int i = 0; i < count; i++)
         {
             Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], i));
-            driver.Publish();
+            driver.PublishAvailable();
             Assert.True(device.TryPop(out DescriptorChain c));
             device.PushUsed(c.Id, 0);
         }

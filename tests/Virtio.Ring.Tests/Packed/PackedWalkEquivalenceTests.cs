@@ -29,7 +29,7 @@ public class PackedWalkEquivalenceTests
 
             // Cold: restored at slot 1 with nothing in flight, so its first pop is the list under test.
             var state = new PackedQueueState(forge.Layout, forge.Features, 1, true, 1, true, false);
-            Assert.True(PackedQueueDevice.TryRestore(forge.Memory, state, out PackedQueueDevice? coldDevice, out QueueError error), error.ToString());
+            Assert.True(PackedDeviceVirtqueue.TryRestore(forge.Memory, state, out PackedDeviceVirtqueue? coldDevice, out QueueError error), error.ToString());
             PopVerdict cold;
             using (coldDevice)
             {
@@ -38,7 +38,7 @@ public class PackedWalkEquivalenceTests
 
             // Warm: pops the buffer at slot 0 first (kept in flight, so ring memory stays as the cold device saw it).
             PopVerdict warm;
-            using (PackedQueueDevice warmDevice = forge.AttachDevice())
+            using (PackedDeviceVirtqueue warmDevice = forge.AttachDevice())
             {
                 Assert.True(warmDevice.TryPop(out DescriptorChain first));
                 Assert.Equal(WarmId, first.Id);
@@ -86,6 +86,6 @@ public class PackedWalkEquivalenceTests
         }
     }
 
-    private static PopVerdict Pop(PackedQueueDevice device) =>
+    private static PopVerdict Pop(PackedDeviceVirtqueue device) =>
         device.TryPop(out DescriptorChain chain) ? PopVerdict.Popped(chain) : PopVerdict.Failed(device.Error, device.ErrorDetail);
 }

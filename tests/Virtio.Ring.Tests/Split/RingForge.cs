@@ -6,7 +6,7 @@ namespace Virtio.Ring.Tests.Split;
 
 /// <summary>
 /// Writes split-ring memory by hand, as a (possibly hostile) guest driver would: descriptors, available-ring
-/// entries and indices, with no help from <see cref="SplitQueueDriver{TToken}"/>.
+/// entries and indices, with no help from <see cref="SplitDriverVirtqueue{TToken}"/>.
 /// </summary>
 internal sealed class RingForge : IDisposable
 {
@@ -36,9 +36,9 @@ internal sealed class RingForge : IDisposable
 
     public int Q => Layout.QueueSize;
 
-    public SplitQueueDevice AttachDevice()
+    public SplitDeviceVirtqueue AttachDevice()
     {
-        Assert.True(SplitQueueDevice.TryAttach(Memory, Layout, Features, out SplitQueueDevice? device, out QueueError error), error.ToString());
+        Assert.True(SplitDeviceVirtqueue.TryAttach(Memory, Layout, Features, out SplitDeviceVirtqueue? device, out QueueError error), error.ToString());
         return device!;
     }
 

@@ -20,7 +20,7 @@ public class SplitChainWalkTests
     private static (ulong Address, uint Length)[] Segments(in DescriptorChain chain) => PopVerdict.SegmentsOf(chain);
 
     /// <summary>Offers the chain at <paramref name="head"/> twice and returns the second pop's view of it.</summary>
-    private static (ulong Address, uint Length)[] PopTwice(RingForge forge, SplitQueueDevice device, ushort head, out int readable)
+    private static (ulong Address, uint Length)[] PopTwice(RingForge forge, SplitDeviceVirtqueue device, ushort head, out int readable)
     {
         forge.WriteAvailEntry(0, head);
         forge.WriteAvailEntry(1, head);
@@ -52,7 +52,7 @@ public class SplitChainWalkTests
         forge.WriteDescriptor(6, Decoy, 1, 0);
         forge.WriteDescriptor(4, Decoy, 1, 0);
         forge.WriteDescriptor(10, Decoy, 1, 0);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
 
         Assert.Equal([(Buf, 10u), (Buf + 0x100, 20u), (Buf + 0x200, 30u), (Buf + 0x300, 40u), (Buf + 0x400, 50u)], PopTwice(forge, device, 5, out int readable));
         Assert.Equal(3, readable);
@@ -65,7 +65,7 @@ public class SplitChainWalkTests
         forge.WriteDescriptor(6, Buf, 1, Next, 7);
         forge.WriteDescriptor(7, Buf + 0x10, 2, Next, 0); // the following entry would be past the table
         forge.WriteDescriptor(0, Buf + 0x20, 3, 0);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
 
         Assert.Equal([(Buf, 1u), (Buf + 0x10, 2u), (Buf + 0x20, 3u)], PopTwice(forge, device, 6, out _));
     }
@@ -82,7 +82,7 @@ public class SplitChainWalkTests
         forge.WriteDescriptorAt(table + (16 * 4), Decoy, 1, 0);
         forge.WriteDescriptor(1, Buf + 0x300, 7, Next, 2); // a direct part first
         forge.WriteDescriptor(2, table, 16 * 5, Indirect);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
 
         Assert.Equal([(Buf + 0x300, 7u), (Buf, 4u), (Buf + 0x100, 5u), (Buf + 0x200, 6u)], PopTwice(forge, device, 1, out int readable));
         Assert.Equal(3, readable);
@@ -110,7 +110,7 @@ public class SplitChainWalkTests
             forge.WriteAvailEntry(round, 0);
         }
 
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         for (int round = 0; round < 3; round++)
         {
             forge.WriteAvailIdx((ushort)(round + 1));
@@ -144,7 +144,7 @@ public class SplitChainWalkTests
             forge.WriteDescriptor(i, Buf + (ulong)(i * 0x10), (uint)i + 1, i < Length - 1 ? Next : Write, (ushort)(i + 1));
         }
 
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
 
         (ulong Address, uint Length)[] segments = PopTwice(forge, device, 0, out int readable);
         Assert.Equal(Length, segments.Length);
@@ -166,7 +166,7 @@ public class SplitChainWalkTests
 
         forge.WriteDescriptor(10, Buf + 0x200, 16, 0); // readable after writable
         forge.OfferSimple(0, 12, Buf, 16); // warms the region cache, so the chain below meets the fast walk
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         Assert.True(device.TryPop(out DescriptorChain warm));
         device.PushUsed(warm.Id, 0);
         forge.WriteAvailEntry(1, 0);

@@ -14,7 +14,7 @@ public class SplitDeviceValidationTests
     private const ushort Indirect = SplitDescriptor.FlagIndirect;
     private const ulong Buf = RingForge.BufferBase;
 
-    private static void AssertBroken(SplitQueueDevice device, QueueError expected)
+    private static void AssertBroken(SplitDeviceVirtqueue device, QueueError expected)
     {
         Assert.False(device.TryPop(out _));
         Assert.Equal(expected, device.Error);
@@ -25,7 +25,7 @@ public class SplitDeviceValidationTests
         {
             Assert.False(device.TryPop(out _));
             Assert.False(device.PublishUsed());
-            Assert.False(device.EnableNotifications());
+            Assert.Equal(NotificationRecheck.NothingPending, device.EnableAvailableNotifications());
             device.PushUsed(0, 0);
         }
 
@@ -36,7 +36,7 @@ public class SplitDeviceValidationTests
     public void Avail_idx_may_not_move_more_than_queue_size_2_7_6()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteAvailIdx(9);
         AssertBroken(device, QueueError.AvailIndexJump);
         Assert.Equal(9UL, device.ErrorDetail);
@@ -46,7 +46,7 @@ public class SplitDeviceValidationTests
     public void Avail_idx_exactly_queue_size_ahead_is_accepted()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         for (ushort i = 0; i < 8; i++)
         {
             forge.WriteDescriptor(i, Buf, 8, 0);
@@ -68,7 +68,7 @@ public class SplitDeviceValidationTests
     public void Avail_idx_moving_backwards_is_a_jump()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.OfferSimple(0, 0, Buf, 8);
         Assert.True(device.TryPop(out _));
         forge.WriteAvailIdx(0); // 0 - 1 = 65535 > 8
@@ -79,7 +79,7 @@ public class SplitDeviceValidationTests
     public void No_more_than_queue_size_chains_may_be_in_flight()
     {
         using var forge = new RingForge(2);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.OfferSimple(0, 0, Buf, 8);
         forge.OfferSimple(1, 1, Buf, 8);
         Assert.True(device.TryPop(out _));
@@ -95,7 +95,7 @@ public class SplitDeviceValidationTests
     public void Head_index_must_be_below_queue_size()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteAvailEntry(0, 8);
         forge.WriteAvailIdx(1);
         AssertBroken(device, QueueError.HeadIndexOutOfRange);
@@ -106,7 +106,7 @@ public class SplitDeviceValidationTests
     public void Next_index_must_be_below_queue_size()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptor(0, Buf, 8, Next, next: 8);
         forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.NextIndexOutOfRange);
@@ -116,7 +116,7 @@ public class SplitDeviceValidationTests
     public void A_looping_chain_is_longer_than_the_queue()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptor(0, Buf, 8, Next, next: 1);
         forge.WriteDescriptor(1, Buf, 8, Next, next: 0);
         forge.MakeFirstChainAvailable(head: 0);
@@ -127,7 +127,7 @@ public class SplitDeviceValidationTests
     public void A_self_loop_in_a_queue_of_one_is_caught()
     {
         using var forge = new RingForge(1);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptor(0, Buf, 8, Next, next: 0);
         forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.ChainTooLong);
@@ -137,7 +137,7 @@ public class SplitDeviceValidationTests
     public void A_chain_using_every_descriptor_is_accepted()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         for (ushort i = 0; i < 8; i++)
         {
             forge.WriteDescriptor(i, Buf + (ulong)(i * 16), 16, i < 7 ? Next : (ushort)0, (ushort)(i + 1));
@@ -153,7 +153,7 @@ public class SplitDeviceValidationTests
     public void A_looping_indirect_table_is_caught()
     {
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, Next, 1);
         forge.WriteDescriptorAt(RingForge.IndirectBase + 16, Buf, 8, Next, 0);
         forge.WriteDescriptor(0, RingForge.IndirectBase, 32, Indirect);
@@ -165,7 +165,7 @@ public class SplitDeviceValidationTests
     public void Indirect_table_entries_count_towards_the_queue_size_limit()
     {
         using var forge = new RingForge(2, VirtqueueFeatures.IndirectDescriptors);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         for (int i = 0; i < 3; i++)
         {
             forge.WriteDescriptorAt(RingForge.IndirectBase + (ulong)(16 * i), Buf, 8, i < 2 ? Next : (ushort)0, (ushort)(i + 1));
@@ -180,7 +180,7 @@ public class SplitDeviceValidationTests
     public void Indirect_requires_VIRTIO_F_INDIRECT_DESC()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, 0, 0);
         forge.WriteDescriptor(0, RingForge.IndirectBase, 16, Indirect);
         forge.MakeFirstChainAvailable(head: 0);
@@ -191,7 +191,7 @@ public class SplitDeviceValidationTests
     public void Indirect_and_next_on_the_same_descriptor_is_rejected()
     {
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, 0, 0);
         forge.WriteDescriptor(0, RingForge.IndirectBase, 16, Indirect | Next, next: 1);
         forge.WriteDescriptor(1, Buf, 8, 0);
@@ -203,7 +203,7 @@ public class SplitDeviceValidationTests
     public void Indirect_inside_an_indirect_table_is_rejected()
     {
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, RingForge.IndirectBase + 0x100, 16, Indirect, 0);
         forge.WriteDescriptorAt(RingForge.IndirectBase + 0x100, Buf, 8, 0, 0);
         forge.WriteDescriptor(0, RingForge.IndirectBase, 16, Indirect);
@@ -215,7 +215,7 @@ public class SplitDeviceValidationTests
     public void An_indirect_table_aliasing_the_descriptor_table_cannot_nest()
     {
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptor(0, forge.Layout.DescriptorTableAddress, 16 * 8, Indirect); // points at itself
         forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.NestedIndirect);
@@ -229,7 +229,7 @@ public class SplitDeviceValidationTests
     public void Indirect_table_length_is_a_non_zero_multiple_of_16(uint length)
     {
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, 0, 0);
         forge.WriteDescriptor(0, RingForge.IndirectBase, length, Indirect);
         forge.MakeFirstChainAvailable(head: 0);
@@ -243,7 +243,7 @@ public class SplitDeviceValidationTests
     public void Indirect_table_must_lie_in_guest_memory(ulong tableAddress)
     {
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptor(0, tableAddress, 32, Indirect);
         forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.IndirectTableNotInGuestMemory);
@@ -253,7 +253,7 @@ public class SplitDeviceValidationTests
     public void Indirect_next_index_must_be_inside_the_table()
     {
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, Next, 2); // table has 2 entries
         forge.WriteDescriptor(0, RingForge.IndirectBase, 32, Indirect);
         forge.MakeFirstChainAvailable(head: 0);
@@ -264,7 +264,7 @@ public class SplitDeviceValidationTests
     public void Direct_descriptors_followed_by_one_indirect_descriptor_are_accepted_2_7_5_3_2()
     {
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf + 0x100, 32, Write, 0);
         forge.WriteDescriptor(0, Buf, 16, Next, next: 1);
         forge.WriteDescriptor(1, RingForge.IndirectBase, 16, Indirect | Write); // WRITE on it is ignored
@@ -281,7 +281,7 @@ public class SplitDeviceValidationTests
     public void A_buffer_of_2_GiB_or_more_overflows()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptor(0, 0, 0x8000_0000, 0);
         forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.ChainLengthOverflow);
@@ -292,7 +292,7 @@ public class SplitDeviceValidationTests
     {
         // Three 2 GiB - 1 buffers overlapping one sparse 2 GiB region: the sum check fires before the third is used.
         using var forge = new RingForge(8, memorySize: 0x8000_0000);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptor(0, 0, 0x7FFF_FFFF, Next, 1);
         forge.WriteDescriptor(1, 0, 0x7FFF_FFFF, Next, 2);
         forge.WriteDescriptor(2, 0, 0x7FFF_FFFF, 0);
@@ -304,7 +304,7 @@ public class SplitDeviceValidationTests
     public void Readable_after_writable_is_rejected_2_7_4_2()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptor(0, Buf, 8, Write | Next, 1);
         forge.WriteDescriptor(1, Buf + 8, 8, 0);
         forge.MakeFirstChainAvailable(head: 0);
@@ -315,7 +315,7 @@ public class SplitDeviceValidationTests
     public void Readable_after_writable_across_an_indirect_table_is_rejected()
     {
         using var forge = new RingForge(8, VirtqueueFeatures.IndirectDescriptors);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptorAt(RingForge.IndirectBase, Buf, 8, 0, 0); // readable inside the table
         forge.WriteDescriptor(0, Buf, 8, Write | Next, 1);
         forge.WriteDescriptor(1, RingForge.IndirectBase, 16, Indirect);
@@ -331,7 +331,7 @@ public class SplitDeviceValidationTests
     public void Every_buffer_must_lie_inside_guest_memory(ulong address, uint length)
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptor(0, address, length, 0);
         forge.MakeFirstChainAvailable(head: 0);
         AssertBroken(device, QueueError.BufferNotInGuestMemory);
@@ -346,7 +346,7 @@ public class SplitDeviceValidationTests
             .AddAllocatedRegion(1 << 20, 1 << 20)
             .Build();
         SplitQueueLayout layout = SplitQueueLayout.Compact(0x1000, 4);
-        Assert.True(SplitQueueDevice.TryAttach(memory, layout, VirtqueueFeatures.None, out SplitQueueDevice? device, out _));
+        Assert.True(SplitDeviceVirtqueue.TryAttach(memory, layout, VirtqueueFeatures.None, out SplitDeviceVirtqueue? device, out _));
         using (device)
         {
             Assert.Equal(GuestMemoryError.None, memory.TryGetSpan(layout.DescriptorTableAddress, 16, out Span<byte> d));
@@ -362,7 +362,7 @@ public class SplitDeviceValidationTests
     public void Descriptors_are_read_once_rewriting_them_after_the_pop_changes_nothing()
     {
         using var forge = new RingForge(8);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         forge.WriteDescriptor(0, Buf, 16, Next, 1);
         forge.WriteDescriptor(1, Buf + 0x100, 32, Write);
         forge.MakeFirstChainAvailable(head: 0);
@@ -384,11 +384,11 @@ public class SplitDeviceValidationTests
     {
         using GuestMemory memory = GuestMemory.Allocate(1 << 20);
         var outside = new SplitQueueLayout(256, 1 << 20, 0x1000, 0x2000);
-        Assert.False(SplitQueueDevice.TryAttach(memory, outside, VirtqueueFeatures.None, out _, out QueueError e1));
+        Assert.False(SplitDeviceVirtqueue.TryAttach(memory, outside, VirtqueueFeatures.None, out _, out QueueError e1));
         Assert.Equal(QueueError.RingNotInGuestMemory, e1);
 
         var straddling = new SplitQueueLayout(256, 0, 0x1000, (1 << 20) - 0x100);
-        Assert.False(SplitQueueDevice.TryAttach(memory, straddling, VirtqueueFeatures.None, out _, out QueueError e2));
+        Assert.False(SplitDeviceVirtqueue.TryAttach(memory, straddling, VirtqueueFeatures.None, out _, out QueueError e2));
         Assert.Equal(QueueError.RingNotInGuestMemory, e2);
     }
 
@@ -399,7 +399,7 @@ public class SplitDeviceValidationTests
     public void Ring_areas_must_be_aligned(ulong desc, ulong avail, ulong used)
     {
         using GuestMemory memory = GuestMemory.Allocate(1 << 20);
-        Assert.False(SplitQueueDevice.TryAttach(memory, new SplitQueueLayout(16, desc, avail, used), VirtqueueFeatures.None, out _, out QueueError error));
+        Assert.False(SplitDeviceVirtqueue.TryAttach(memory, new SplitQueueLayout(16, desc, avail, used), VirtqueueFeatures.None, out _, out QueueError error));
         Assert.Equal(QueueError.RingMisaligned, error);
     }
 
@@ -407,7 +407,7 @@ public class SplitDeviceValidationTests
     public void Queue_size_from_the_guest_is_validated()
     {
         using GuestMemory memory = GuestMemory.Allocate(1 << 20);
-        Assert.False(SplitQueueDevice.TryAttach(memory, new SplitQueueLayout(100, 0, 0x1000, 0x2000), VirtqueueFeatures.None, out _, out QueueError error));
+        Assert.False(SplitDeviceVirtqueue.TryAttach(memory, new SplitQueueLayout(100, 0, 0x1000, 0x2000), VirtqueueFeatures.None, out _, out QueueError error));
         Assert.Equal(QueueError.InvalidQueueSize, error);
     }
 
@@ -437,7 +437,7 @@ public class SplitDeviceValidationTests
             }
 
             rng.NextBytes(forge.Span(RingForge.IndirectBase, 256));
-            using SplitQueueDevice device = forge.AttachDevice();
+            using SplitDeviceVirtqueue device = forge.AttachDevice();
             int pops = 0;
             while (pops < 64 && device.TryPop(out DescriptorChain chain))
             {

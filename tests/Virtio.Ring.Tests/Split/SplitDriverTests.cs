@@ -12,7 +12,7 @@ public class SplitDriverTests
     {
         using var forge = new RingForge(8);
         forge.Span(RingForge.RingBase, (int)SplitQueueLayout.CompactTotalBytes(8)).Fill(0xAB);
-        using var driver = new SplitQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        using var driver = new SplitDriverVirtqueue<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
         Assert.True(forge.Span(forge.Layout.DescriptorTableAddress, SplitQueueLayout.DescriptorTableBytes(8)).IndexOfAnyExcept((byte)0) < 0);
         Assert.True(forge.Span(forge.Layout.DriverAreaAddress, SplitQueueLayout.AvailRingBytes(8)).IndexOfAnyExcept((byte)0) < 0);
         Assert.True(forge.Span(forge.Layout.DeviceAreaAddress, SplitQueueLayout.UsedRingBytes(8)).IndexOfAnyExcept((byte)0) < 0);
@@ -24,7 +24,7 @@ public class SplitDriverTests
         using var pair = new SplitPair(8, VirtqueueFeatures.None);
         Assert.True(pair.Driver.TryAdd([new GuestRange(pair.BufferBase, 8)], [], 1));
         Assert.False(pair.Device.TryPop(out _));
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Assert.True(pair.Device.TryPop(out _));
     }
 
@@ -34,7 +34,7 @@ public class SplitDriverTests
         using var pair = new SplitPair(4, VirtqueueFeatures.None);
         GuestRange[] two = [new(pair.BufferBase, 8), new(pair.BufferBase + 8, 8)];
         Assert.True(pair.Driver.TryAdd(two, [], 1));
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Assert.True(pair.Device.TryPop(out DescriptorChain chain));
 
         // Garbage over the whole table, next fields included.
@@ -57,12 +57,12 @@ public class SplitDriverTests
     {
         using var pair = new SplitPair(4, VirtqueueFeatures.None);
         Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 1));
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         WriteUsed(pair, slot: 0, id: 4, idx: 1);
         Assert.False(pair.Driver.TryGetUsed(out _, out _));
         Assert.Equal(QueueError.UsedIdInvalid, pair.Driver.Error);
         Assert.False(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 2));
-        Assert.False(pair.Driver.Publish());
+        Assert.False(pair.Driver.PublishAvailable());
     }
 
     [Fact]
@@ -70,7 +70,7 @@ public class SplitDriverTests
     {
         using var pair = new SplitPair(4, VirtqueueFeatures.None);
         Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8), new(pair.BufferBase, 8)], [], 1)); // descs 0,1
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         WriteUsed(pair, slot: 0, id: 1, idx: 1); // 1 is inside the chain, not its head
         Assert.False(pair.Driver.TryGetUsed(out _, out _));
         Assert.Equal(QueueError.UsedIdInvalid, pair.Driver.Error);
@@ -82,7 +82,7 @@ public class SplitDriverTests
         using var pair = new SplitPair(4, VirtqueueFeatures.None);
         Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 1));
         Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 2));
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         WriteUsed(pair, slot: 0, id: 0, idx: 0);
         WriteUsed(pair, slot: 1, id: 0, idx: 2);
         Assert.True(pair.Driver.TryGetUsed(out int token, out _));
@@ -96,7 +96,7 @@ public class SplitDriverTests
     {
         using var pair = new SplitPair(4, VirtqueueFeatures.None);
         Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 1));
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         WriteUsed(pair, slot: 0, id: 0, idx: 2);
         Assert.False(pair.Driver.TryGetUsed(out _, out _));
         Assert.Equal(QueueError.UsedIndexJump, pair.Driver.Error);
@@ -122,7 +122,7 @@ public class SplitDriverTests
             Assert.True(pair.Driver.TryAdd(segs, [], 100 + i));
         }
 
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Assert.True(pair.Device.TryPop(out DescriptorChain c));
         pair.Device.PushUsed(c.Id, 0);
         pair.Device.PublishUsed();
@@ -143,11 +143,11 @@ public class SplitDriverTests
         Assert.Equal(2, pair.Pool!.FreeTables);
 
         pair.Driver.Reset();
-        Assert.True(SplitQueueDevice.TryAttach(pair.Memory, pair.Layout, pair.Driver.Features, out SplitQueueDevice? fresh, out _));
+        Assert.True(SplitDeviceVirtqueue.TryAttach(pair.Memory, pair.Layout, pair.Driver.Features, out SplitDeviceVirtqueue? fresh, out _));
         using (fresh)
         {
             Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 7));
-            pair.Driver.Publish();
+            pair.Driver.PublishAvailable();
             Assert.True(fresh.TryPop(out DescriptorChain again));
             fresh.PushUsed(again.Id, 3);
             fresh.PublishUsed();
@@ -160,8 +160,8 @@ public class SplitDriverTests
     public void Tokens_of_reference_type_are_released_when_used()
     {
         using var forge = new RingForge(4);
-        using var driver = new SplitQueueDriver<object>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
-        using SplitQueueDevice device = forge.AttachDevice();
+        using var driver = new SplitDriverVirtqueue<object>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         var weak = AddAndReturn(driver, device);
         GC.Collect();
         GC.WaitForPendingFinalizers();
@@ -169,11 +169,11 @@ public class SplitDriverTests
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
-    private static WeakReference AddAndReturn(SplitQueueDriver<object> driver, SplitQueueDevice device)
+    private static WeakReference AddAndReturn(SplitDriverVirtqueue<object> driver, SplitDeviceVirtqueue device)
     {
         object token = new byte[100];
         Assert.True(driver.TryAdd([new(RingForge.BufferBase, 8)], [], token));
-        driver.Publish();
+        driver.PublishAvailable();
         Assert.True(device.TryPop(out DescriptorChain c));
         device.PushUsed(c.Id, 0);
         device.PublishUsed();

@@ -109,9 +109,9 @@ public class SplitLayoutTests
     public void Golden_bytes_for_a_two_descriptor_chain()
     {
         using var forge = new RingForge(4);
-        using var driver = new SplitQueueDriver<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
+        using var driver = new SplitDriverVirtqueue<int>(forge.Memory, forge.Layout, VirtqueueFeatures.None);
         Assert.True(driver.TryAdd([new GuestRange(0x10_0000, 0x10)], [new GuestRange(0x10_1000, 0x20)], 7));
-        Assert.True(driver.Publish());
+        Assert.True(driver.PublishAvailable());
 
         byte[] expectedDesc =
         [
@@ -125,7 +125,7 @@ public class SplitLayoutTests
         byte[] expectedAvail = [0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
         Assert.Equal(expectedAvail, forge.Span(forge.Layout.DriverAreaAddress, 14).ToArray());
 
-        using SplitQueueDevice device = forge.AttachDevice();
+        using SplitDeviceVirtqueue device = forge.AttachDevice();
         Assert.True(device.TryPop(out DescriptorChain chain));
         device.PushUsed(chain.Id, 0x20);
         Assert.True(device.PublishUsed());
@@ -140,9 +140,9 @@ public class SplitLayoutTests
     {
         using var forge = new RingForge(4, VirtqueueFeatures.IndirectDescriptors);
         using var pool = new IndirectDescriptorPool(forge.Memory, RingForge.IndirectBase, 2, 4);
-        using var driver = new SplitQueueDriver<int>(forge.Memory, forge.Layout, forge.Features, pool);
+        using var driver = new SplitDriverVirtqueue<int>(forge.Memory, forge.Layout, forge.Features, pool);
         Assert.True(driver.TryAdd([new GuestRange(0x10_0000, 0x10)], [new GuestRange(0x10_1000, 0x20)], 7));
-        driver.Publish();
+        driver.PublishAvailable();
 
         // Ring descriptor 0: addr = table 0 at 0x80000, len = 2 * 16, flags = INDIRECT.
         byte[] expectedRingDesc = [0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00];

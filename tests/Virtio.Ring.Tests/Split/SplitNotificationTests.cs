@@ -27,24 +27,24 @@ public class SplitNotificationTests
     {
         using var pair = new SplitPair(8, VirtqueueFeatures.None);
         Add(pair);
-        Assert.True(pair.Driver.Publish());
+        Assert.True(pair.Driver.PublishAvailable());
 
-        pair.Device.DisableNotifications();
+        pair.Device.DisableAvailableNotifications();
         Assert.Equal(SplitQueueLayout.UsedFlagNoNotify, ReadUsedFlags(pair));
         Add(pair);
-        Assert.False(pair.Driver.Publish());
+        Assert.False(pair.Driver.PublishAvailable());
 
-        Assert.True(pair.Device.EnableNotifications()); // two buffers wait: the re-check reports them
+        Assert.Equal(NotificationRecheck.BuffersPending, pair.Device.EnableAvailableNotifications()); // two buffers wait: the re-check reports them
         Assert.Equal(0, ReadUsedFlags(pair));
         Add(pair);
-        Assert.True(pair.Driver.Publish());
+        Assert.True(pair.Driver.PublishAvailable());
     }
 
     [Fact]
     public void Publish_with_nothing_added_never_notifies()
     {
         using var pair = new SplitPair(8, VirtqueueFeatures.None);
-        Assert.False(pair.Driver.Publish());
+        Assert.False(pair.Driver.PublishAvailable());
     }
 
     [Fact]
@@ -52,30 +52,30 @@ public class SplitNotificationTests
     {
         using var pair = new SplitPair(8, VirtqueueFeatures.EventIndex);
         Add(pair);
-        Assert.True(pair.Driver.Publish()); // avail_event = 0, idx 0 -> 1
+        Assert.True(pair.Driver.PublishAvailable()); // avail_event = 0, idx 0 -> 1
 
         Add(pair);
-        Assert.False(pair.Driver.Publish()); // avail_event still 0: already passed
+        Assert.False(pair.Driver.PublishAvailable()); // avail_event still 0: already passed
 
         // The device drains the ring; finding it empty re-arms avail_event at the next index (2).
         Drain(pair);
         Assert.Equal(2, ReadAvailEvent(pair));
         Add(pair);
-        Assert.True(pair.Driver.Publish());
+        Assert.True(pair.Driver.PublishAvailable());
     }
 
     [Fact]
     public void With_EVENT_IDX_a_disabled_device_stops_moving_avail_event()
     {
         using var pair = new SplitPair(8, VirtqueueFeatures.EventIndex);
-        pair.Device.DisableNotifications();
+        pair.Device.DisableAvailableNotifications();
         Add(pair);
-        Assert.True(pair.Driver.Publish()); // avail_event 0 is crossed once
+        Assert.True(pair.Driver.PublishAvailable()); // avail_event 0 is crossed once
         Drain(pair);
         Assert.Equal(0, ReadAvailEvent(pair));
         Add(pair);
-        Assert.False(pair.Driver.Publish());
-        Assert.True(pair.Device.EnableNotifications());  // re-check finds the buffer
+        Assert.False(pair.Driver.PublishAvailable());
+        Assert.Equal(NotificationRecheck.BuffersPending, pair.Device.EnableAvailableNotifications());  // re-check finds the buffer
         Assert.Equal(1, ReadAvailEvent(pair));
     }
 
@@ -83,12 +83,12 @@ public class SplitNotificationTests
     public void Device_EnableNotifications_rechecks_so_no_kick_is_lost()
     {
         using var pair = new SplitPair(8, VirtqueueFeatures.None);
-        pair.Device.DisableNotifications();
+        pair.Device.DisableAvailableNotifications();
         Add(pair);
-        Assert.False(pair.Driver.Publish()); // no kick: the device asked for none
-        Assert.True(pair.Device.EnableNotifications());
+        Assert.False(pair.Driver.PublishAvailable()); // no kick: the device asked for none
+        Assert.Equal(NotificationRecheck.BuffersPending, pair.Device.EnableAvailableNotifications());
         Assert.True(pair.Device.TryPop(out _));
-        Assert.False(pair.Device.EnableNotifications());
+        Assert.Equal(NotificationRecheck.NothingPending, pair.Device.EnableAvailableNotifications());
     }
 
     [Fact]
@@ -150,9 +150,9 @@ public class SplitNotificationTests
         pair.Driver.DisableUsedNotifications();
         RoundTripToDevice(pair);
         pair.Device.PublishUsed();
-        Assert.True(pair.Driver.EnableUsedNotifications());
+        Assert.Equal(NotificationRecheck.BuffersPending, pair.Driver.EnableUsedNotifications());
         Assert.True(pair.Driver.TryGetUsed(out _, out _));
-        Assert.False(pair.Driver.EnableUsedNotifications());
+        Assert.Equal(NotificationRecheck.NothingPending, pair.Driver.EnableUsedNotifications());
     }
 
     [Fact]
@@ -164,8 +164,8 @@ public class SplitNotificationTests
             Add(pair);
         }
 
-        pair.Driver.Publish();
-        Assert.False(pair.Driver.EnableUsedNotificationsDelayed());
+        pair.Driver.PublishAvailable();
+        Assert.Equal(NotificationRecheck.NothingPending, pair.Driver.EnableUsedNotificationsDelayed());
         Assert.Equal(6, ReadUsedEvent(pair)); // last_used 0 + 8 * 3 / 4
 
         // The device uses 6 buffers (indices 0..5): used_event 6 not yet passed.
@@ -190,14 +190,14 @@ public class SplitNotificationTests
             Add(pair);
         }
 
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         while (pair.Device.TryPop(out DescriptorChain c))
         {
             pair.Device.PushUsed(c.Id, 0);
         }
 
         pair.Device.PublishUsed();
-        Assert.True(pair.Driver.EnableUsedNotificationsDelayed()); // 4 used > 3
+        Assert.Equal(NotificationRecheck.BuffersPending, pair.Driver.EnableUsedNotificationsDelayed()); // 4 used > 3
     }
 
     private static void Add(SplitPair pair) =>
@@ -214,7 +214,7 @@ public class SplitNotificationTests
     private static void RoundTripToDevice(SplitPair pair)
     {
         Add(pair);
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Assert.True(pair.Device.TryPop(out DescriptorChain c));
         pair.Device.PushUsed(c.Id, 0);
     }

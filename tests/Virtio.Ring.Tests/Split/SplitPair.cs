@@ -17,8 +17,8 @@ internal sealed class SplitPair : IDisposable
         Memory = GuestMemory.Allocate(AlignUp(BufferBase + (64UL << 20), 4096));
         Layout = legacyLayout ? SplitQueueLayout.Legacy(RingBase, queueSize) : SplitQueueLayout.Compact(RingBase, queueSize);
         Pool = indirectTables == 0 ? null : new IndirectDescriptorPool(Memory, poolBase, indirectTables, indirectEntries);
-        Driver = new SplitQueueDriver<int>(Memory, Layout, features, Pool);
-        Assert.True(SplitQueueDevice.TryAttach(Memory, Layout, features, out SplitQueueDevice? device, out QueueError error), error.ToString());
+        Driver = new SplitDriverVirtqueue<int>(Memory, Layout, features, Pool);
+        Assert.True(SplitDeviceVirtqueue.TryAttach(Memory, Layout, features, out SplitDeviceVirtqueue? device, out QueueError error), error.ToString());
         Device = device!;
     }
 
@@ -28,9 +28,9 @@ internal sealed class SplitPair : IDisposable
 
     public IndirectDescriptorPool? Pool { get; }
 
-    public SplitQueueDriver<int> Driver { get; }
+    public SplitDriverVirtqueue<int> Driver { get; }
 
-    public SplitQueueDevice Device { get; }
+    public SplitDeviceVirtqueue Device { get; }
 
     /// <summary>First GPA of the 64 MiB data area.</summary>
     public ulong BufferBase { get; }

@@ -67,7 +67,7 @@ public class SplitRoundTripTests
                 sent++;
             }
 
-            pair.Driver.Publish();
+            pair.Driver.PublishAvailable();
             while (pair.Device.TryPop(out DescriptorChain chain))
             {
                 int i = 0;
@@ -124,7 +124,7 @@ public class SplitRoundTripTests
                 sent++;
             }
 
-            pair.Driver.Publish();
+            pair.Driver.PublishAvailable();
             while (pair.Device.TryPop(out DescriptorChain chain))
             {
                 pair.Device.PushUsed(chain.Id, 0);
@@ -148,7 +148,7 @@ public class SplitRoundTripTests
         using var pair = new SplitPair(256, VirtqueueFeatures.None, legacyLayout: true);
         Assert.Equal(pair.Layout.DescriptorTableAddress + 4096 + 4096, pair.Layout.DeviceAreaAddress);
         Assert.True(pair.Driver.TryAdd([new GuestRange(pair.BufferBase, 4)], [new GuestRange(pair.BufferBase + 4, 4)], 1));
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Assert.True(pair.Device.TryPop(out DescriptorChain chain));
         Assert.Equal(4, chain.CopyToWritable([1, 2, 3, 4]));
         pair.Device.PushUsed(chain.Id, 4);
@@ -168,7 +168,7 @@ public class SplitRoundTripTests
         }
 
         Assert.False(pair.Driver.TryAdd([new GuestRange(pair.BufferBase, 8)], [], 99)); // full
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Span<ushort> ids = stackalloc ushort[8];
         for (int i = 0; i < 8; i++)
         {
@@ -204,7 +204,7 @@ public class SplitRoundTripTests
         Assert.Equal(4, pair.Driver.FreeDescriptors);
         Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], 3)); // single buffers never go indirect
         Assert.Equal(3, pair.Driver.FreeDescriptors);
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         for (int i = 0; i < 3; i++)
         {
             Assert.True(pair.Device.TryPop(out DescriptorChain chain));
@@ -246,7 +246,7 @@ public class SplitRoundTripTests
             [new(pair.BufferBase, 3), new(pair.BufferBase + 100, 7)],
             [new(pair.BufferBase + 200, 4), new(pair.BufferBase + 300, 4)],
             0));
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Assert.True(pair.Device.TryPop(out DescriptorChain chain));
         byte[] gathered = new byte[16];
         Assert.Equal(10, chain.CopyReadableTo(gathered));
@@ -262,7 +262,7 @@ public class SplitRoundTripTests
     private static int GetWritable(SplitPair pair, int index)
     {
         pair.Driver.TryAdd([new(pair.BufferBase, 1)], [new(pair.BufferBase + 1, 1)], 1);
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         pair.Device.TryPop(out DescriptorChain chain);
         return chain.GetWritable(index).Length;
     }

@@ -15,13 +15,13 @@ public class SplitStateTests
             Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], i));
         }
 
-        pair.Driver.Publish();
+        pair.Driver.PublishAvailable();
         Assert.True(pair.Device.TryPop(out DescriptorChain a));
         ushort idA = a.Id;
         Assert.True(pair.Device.TryPop(out DescriptorChain b));
         ushort idB = b.Id;
         pair.Device.PushUsed(idA, 1);
-        pair.Device.DisableNotifications();
+        pair.Device.DisableAvailableNotifications();
 
         Assert.Throws<InvalidOperationException>(() => pair.Device.SaveState()); // unpublished used element
         pair.Device.PublishUsed();
@@ -30,7 +30,7 @@ public class SplitStateTests
         Assert.Equal((ushort)1, state.NextUsed);
         Assert.False(state.NotificationsEnabled);
 
-        Assert.True(SplitQueueDevice.TryRestore(pair.Memory, state, out SplitQueueDevice? restored, out QueueError error), error.ToString());
+        Assert.True(SplitDeviceVirtqueue.TryRestore(pair.Memory, state, out SplitDeviceVirtqueue? restored, out QueueError error), error.ToString());
         using (restored)
         {
             Assert.Equal(1, restored.InFlight);
@@ -61,7 +61,7 @@ public class SplitStateTests
     {
         using var pair = new SplitPair(8, VirtqueueFeatures.None);
         var state = new SplitQueueState(pair.Layout, VirtqueueFeatures.None, NextAvail: 9, NextUsed: 0, NotificationsEnabled: true);
-        Assert.False(SplitQueueDevice.TryRestore(pair.Memory, state, out _, out QueueError error));
+        Assert.False(SplitDeviceVirtqueue.TryRestore(pair.Memory, state, out _, out QueueError error));
         Assert.Equal(QueueError.InvalidSavedState, error);
     }
 
@@ -74,9 +74,9 @@ public class SplitStateTests
             Assert.True(pair.Driver.TryAdd([new(pair.BufferBase, 8)], [], i));
         }
 
-        pair.Driver.Publish(); // avail idx 8
+        pair.Driver.PublishAvailable(); // avail idx 8
         var state = new SplitQueueState(pair.Layout, VirtqueueFeatures.None, NextAvail: 65535, NextUsed: 65535, NotificationsEnabled: true);
-        Assert.False(SplitQueueDevice.TryRestore(pair.Memory, state, out _, out QueueError error));
+        Assert.False(SplitDeviceVirtqueue.TryRestore(pair.Memory, state, out _, out QueueError error));
         Assert.Equal(QueueError.InvalidSavedState, error);
     }
 
@@ -85,11 +85,11 @@ public class SplitStateTests
     {
         using var pair = new SplitPair(8, VirtqueueFeatures.None);
         var badSize = new SplitQueueState(pair.Layout with { QueueSize = 12 }, VirtqueueFeatures.None, 0, 0, true);
-        Assert.False(SplitQueueDevice.TryRestore(pair.Memory, badSize, out _, out QueueError e1));
+        Assert.False(SplitDeviceVirtqueue.TryRestore(pair.Memory, badSize, out _, out QueueError e1));
         Assert.Equal(QueueError.InvalidQueueSize, e1);
 
         var outside = new SplitQueueState(pair.Layout with { DeviceAreaAddress = 1UL << 40 }, VirtqueueFeatures.None, 0, 0, true);
-        Assert.False(SplitQueueDevice.TryRestore(pair.Memory, outside, out _, out QueueError e2));
+        Assert.False(SplitDeviceVirtqueue.TryRestore(pair.Memory, outside, out _, out QueueError e2));
         Assert.Equal(QueueError.RingNotInGuestMemory, e2);
     }
 
@@ -97,7 +97,7 @@ public class SplitStateTests
     public void Device_calls_after_dispose_throw_ObjectDisposed()
     {
         using var pair = new SplitPair(8, VirtqueueFeatures.None);
-        Assert.True(SplitQueueDevice.TryAttach(pair.Memory, pair.Layout, VirtqueueFeatures.None, out SplitQueueDevice? device, out _));
+        Assert.True(SplitDeviceVirtqueue.TryAttach(pair.Memory, pair.Layout, VirtqueueFeatures.None, out SplitDeviceVirtqueue? device, out _));
         device.Dispose();
         Assert.Throws<ObjectDisposedException>(() => device.TryPop(out _));
         Assert.Throws<ObjectDisposedException>(() => device.PushUsed(0, 0));

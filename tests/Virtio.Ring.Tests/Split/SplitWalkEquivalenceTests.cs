@@ -31,7 +31,7 @@ public class SplitWalkEquivalenceTests
             forge.WriteAvailEntry(0, head);
             forge.WriteAvailIdx(1);
             PopVerdict cold;
-            using (SplitQueueDevice device = forge.AttachDevice())
+            using (SplitDeviceVirtqueue device = forge.AttachDevice())
             {
                 cold = Pop(device);
             }
@@ -41,7 +41,7 @@ public class SplitWalkEquivalenceTests
             forge.WriteAvailEntry(1, head);
             forge.WriteAvailIdx(2);
             PopVerdict warm;
-            using (SplitQueueDevice device = forge.AttachDevice())
+            using (SplitDeviceVirtqueue device = forge.AttachDevice())
             {
                 Assert.True(device.TryPop(out DescriptorChain first));
                 device.PushUsed(first.Id, 0);
@@ -95,6 +95,6 @@ public class SplitWalkEquivalenceTests
         }
     }
 
-    private static PopVerdict Pop(SplitQueueDevice device) =>
+    private static PopVerdict Pop(SplitDeviceVirtqueue device) =>
         device.TryPop(out DescriptorChain chain) ? PopVerdict.Popped(chain) : PopVerdict.Failed(device.Error, device.ErrorDetail);
 }

@@ -41,7 +41,7 @@ internal sealed class EchoDevice : VirtioDevice
         CommitConfigChange();
     }
 
-    protected override void OnQueueNotify(int index, VirtqueueDevice queue, uint notificationData)
+    protected override void OnQueueNotify(int index, DeviceVirtqueue queue, uint notificationData)
     {
         Notifications++;
         LastNotificationData = notificationData;
@@ -53,7 +53,7 @@ internal sealed class EchoDevice : VirtioDevice
         Span<byte> scratch = stackalloc byte[256];
         do
         {
-            queue.DisableNotifications();
+            queue.DisableAvailableNotifications();
             while (queue.TryPop(out DescriptorChain chain))
             {
                 int n = chain.CopyReadableTo(scratch);
@@ -67,7 +67,7 @@ internal sealed class EchoDevice : VirtioDevice
                 SignalUsedBuffers(index);
             }
         }
-        while (queue.EnableNotifications());
+        while (queue.EnableAvailableNotifications() == NotificationRecheck.BuffersPending);
     }
 
     protected override void OnReset()

@@ -27,7 +27,7 @@ internal sealed class MmioRig : IDisposable
 
     public int Interrupts { get; private set; }
 
-    public VirtqueueDriver<int>? Queue { get; private set; }
+    public DriverVirtqueue<int>? Queue { get; private set; }
 
     /// <summary>Places queue 0 in guest memory in the negotiated format and programs it through the registers.</summary>
     public bool SetupQueue0(int size = 32)
@@ -36,7 +36,7 @@ internal sealed class MmioRig : IDisposable
         VirtqueueAddresses addresses = VirtqueueAddresses.Compact(
             (features & (1UL << VirtioFeatureBits.RingPacked)) != 0 ? VirtqueueFormat.Packed : VirtqueueFormat.Split, RingBase, size);
         Queue?.Dispose();
-        Queue = new VirtqueueDriver<int>(Memory, addresses, features);
+        Queue = new DriverVirtqueue<int>(Memory, addresses, features);
         return Driver.SetupQueue(0, addresses);
     }
 
@@ -57,7 +57,7 @@ internal sealed class MmioRig : IDisposable
             sent++;
         }
 
-        if (Queue!.Publish())
+        if (Queue!.PublishAvailable())
         {
             Driver.Notify(0);
         }

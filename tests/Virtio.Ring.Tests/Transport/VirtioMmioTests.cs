@@ -176,7 +176,7 @@ public class VirtioMmioTests
         Assert.True(rig.SetupQueue0());
         rig.Driver.SetDriverOk();
         Assert.True(rig.Queue!.TryAdd([new GuestRange(1UL << 50, 8)], [], 1)); // outside guest memory
-        rig.Queue.Publish();
+        rig.Queue.PublishAvailable();
         rig.Driver.Notify(0);
         Assert.Equal(DeviceStatus.DeviceNeedsReset, rig.Driver.Status & DeviceStatus.DeviceNeedsReset);
         Assert.Equal(VirtioInterruptReason.ConfigurationChange, rig.Driver.TakeInterrupts());
@@ -207,7 +207,7 @@ public class VirtioMmioTests
             outstanding.Add(i);
         }
 
-        rig.Queue!.Publish();
+        rig.Queue!.PublishAvailable();
         int sent = rig.Send(6, 4); // these four get a kick: the device echoes all ten
         for (int i = 6; i < 6 + sent; i++)
         {
@@ -229,7 +229,7 @@ public class VirtioMmioTests
             outstanding.Add(i);
         }
 
-        rig.Queue.Publish();
+        rig.Queue.PublishAvailable();
         rig.Driver.Reset();
         Assert.Equal(DeviceStatus.Reset, rig.Driver.Status);
         while (rig.Queue.TryDetachUnused(out int token))
@@ -386,7 +386,7 @@ public class VirtioMmioTests
 
         // The guest's split queue in the legacy contiguous layout.
         var layout = Virtio.Ring.Split.SplitQueueLayout.Legacy(MmioRig.RingBase, 16);
-        using var queue = new Virtio.Ring.Split.SplitQueueDriver<int>(rig.Memory, layout, VirtqueueFeatures.EventIndex);
+        using var queue = new Virtio.Ring.Split.SplitDriverVirtqueue<int>(rig.Memory, layout, VirtqueueFeatures.EventIndex);
         for (int i = 0; i < 5; i++)
         {
             ulong slot = MmioRig.DataBase + ((ulong)i * 16);
@@ -394,7 +394,7 @@ public class VirtioMmioTests
             Assert.True(queue.TryAdd([new GuestRange(slot, 4)], [new GuestRange(slot + 8, 4)], i));
         }
 
-        Assert.True(queue.Publish());
+        Assert.True(queue.PublishAvailable());
         t.Write(R.QueueNotify, 4, 0);
         for (int i = 0; i < 5; i++)
         {

@@ -7,28 +7,28 @@ using Virtio.Ring.Split;
 namespace Virtio.Ring;
 
 /// <summary>
-/// The driver side of a virtqueue in either ring format (see <see cref="VirtqueueDevice"/> for why this is one
+/// The driver side of a virtqueue in either ring format (see <see cref="DeviceVirtqueue"/> for why this is one
 /// concrete type with a per-call branch). Simulations and tests use it to play the guest over either format.
 /// </summary>
 /// <typeparam name="TToken">What the caller gets back with each used buffer.</typeparam>
-public sealed class VirtqueueDriver<TToken> : IDisposable
+public sealed class DriverVirtqueue<TToken> : IDisposable
 {
-    private readonly SplitQueueDriver<TToken>? _split;
-    private readonly PackedQueueDriver<TToken>? _packed;
+    private readonly SplitDriverVirtqueue<TToken>? _split;
+    private readonly PackedDriverVirtqueue<TToken>? _packed;
 
     /// <summary>
     /// Places a fresh queue at <paramref name="addresses"/> in the format the negotiated features select.
     /// </summary>
-    public VirtqueueDriver(GuestMemory memory, in VirtqueueAddresses addresses, ulong negotiatedFeatures, IndirectDescriptorPool? indirectPool = null)
+    public DriverVirtqueue(GuestMemory memory, in VirtqueueAddresses addresses, ulong negotiatedFeatures, IndirectDescriptorPool? indirectPool = null)
     {
         VirtqueueFeatures features = VirtqueueFeaturesExtensions.FromFeatureBits(negotiatedFeatures);
         if ((negotiatedFeatures & (1UL << VirtioFeatureBits.RingPacked)) != 0)
         {
-            _packed = new PackedQueueDriver<TToken>(memory, addresses.AsPacked(), features, indirectPool);
+            _packed = new PackedDriverVirtqueue<TToken>(memory, addresses.AsPacked(), features, indirectPool);
         }
         else
         {
-            _split = new SplitQueueDriver<TToken>(memory, addresses.AsSplit(), features, indirectPool);
+            _split = new SplitDriverVirtqueue<TToken>(memory, addresses.AsSplit(), features, indirectPool);
         }
     }
 
@@ -44,27 +44,27 @@ public sealed class VirtqueueDriver<TToken> : IDisposable
     /// <summary>Why the queue is broken, or <see cref="QueueError.None"/>.</summary>
     public QueueError Error => _packed?.Error ?? _split!.Error;
 
-    /// <summary>Adds a buffer; see <see cref="SplitQueueDriver{TToken}.TryAdd"/>.</summary>
+    /// <summary>Adds a buffer; see <see cref="SplitDriverVirtqueue{TToken}.TryAdd"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAdd(ReadOnlySpan<GuestRange> readable, ReadOnlySpan<GuestRange> writable, TToken token) =>
         _packed is null ? _split!.TryAdd(readable, writable, token) : _packed.TryAdd(readable, writable, token);
 
     /// <summary>Makes added buffers available without the kick decision (polling drivers).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void PublishAvailable()
+    public void FlushAvailable()
     {
         if (_packed is null)
         {
-            _split!.PublishAvailable();
+            _split!.FlushAvailable();
         }
         else
         {
-            _packed.PublishAvailable();
+            _packed.FlushAvailable();
         }
     }
 
     /// <summary>Publishes added buffers; true when the device must be notified.</summary>
-    public bool Publish() => _packed is null ? _split!.Publish() : _packed.Publish();
+    public bool PublishAvailable() => _packed is null ? _split!.PublishAvailable() : _packed.PublishAvailable();
 
     /// <summary>Takes the next used buffer back.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -84,11 +84,11 @@ public sealed class VirtqueueDriver<TToken> : IDisposable
         }
     }
 
-    /// <summary>Asks for used-buffer notifications again; true when used buffers are already waiting.</summary>
-    public bool EnableUsedNotifications() => _packed is null ? _split!.EnableUsedNotifications() : _packed.EnableUsedNotifications();
+    /// <summary>Asks for used-buffer notifications again and re-checks the ring (<see cref="NotificationRecheck"/>).</summary>
+    public NotificationRecheck EnableUsedNotifications() => _packed is null ? _split!.EnableUsedNotifications() : _packed.EnableUsedNotifications();
 
     /// <summary>Delayed variant of <see cref="EnableUsedNotifications"/>.</summary>
-    public bool EnableUsedNotificationsDelayed() =>
+    public NotificationRecheck EnableUsedNotificationsDelayed() =>
         _packed is null ? _split!.EnableUsedNotificationsDelayed() : _packed.EnableUsedNotificationsDelayed();
 
     /// <summary>Hands back the token of a buffer still in flight after a device reset.</summary>

@@ -34,7 +34,7 @@ namespace Virtio.Ring.Split;
 /// ring memory, so the two sides only share the cache lines the spec makes them share.
 /// </para>
 /// </summary>
-public sealed unsafe class SplitQueueDevice : IDisposable
+public sealed unsafe class SplitDeviceVirtqueue : IDisposable
 {
     private DeviceState _hot; // this side's mutable state, alone on its cache lines (see DeviceState)
     private const int InitialSegmentCapacity = 16;
@@ -58,7 +58,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     private ChainSegmentRecord[] _segments;
 
 
-    private SplitQueueDevice(GuestMemory memory, in SplitQueueLayout layout, VirtqueueFeatures features, byte* desc, byte* avail, byte* used)
+    private SplitDeviceVirtqueue(GuestMemory memory, in SplitQueueLayout layout, VirtqueueFeatures features, byte* desc, byte* avail, byte* used)
     {
         _memory = memory;
         _layout = layout;
@@ -116,7 +116,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         GuestMemory memory,
         in SplitQueueLayout layout,
         VirtqueueFeatures features,
-        [NotNullWhen(true)] out SplitQueueDevice? queue,
+        [NotNullWhen(true)] out SplitDeviceVirtqueue? queue,
         out QueueError error)
     {
         return TryCreate(memory, layout, features, out queue, out error);
@@ -130,7 +130,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     public static bool TryRestore(
         GuestMemory memory,
         in SplitQueueState state,
-        [NotNullWhen(true)] out SplitQueueDevice? queue,
+        [NotNullWhen(true)] out SplitDeviceVirtqueue? queue,
         out QueueError error)
     {
         if (!TryCreate(memory, state.Layout, state.Features, out queue, out error))
@@ -371,7 +371,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     /// Asks the driver not to send available-buffer notifications (without EVENT_IDX: sets
     /// <c>VIRTQ_USED_F_NO_NOTIFY</c>; with it: stops moving <c>avail_event</c>). Advisory: a kick may still come.
     /// </summary>
-    public void DisableNotifications()
+    public void DisableAvailableNotifications()
     {
         ThrowIfDisposed();
         if (!_hot.NotificationsEnabled || _hot.Halted)
@@ -387,16 +387,17 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     }
 
     /// <summary>
-    /// Asks for available-buffer notifications again and re-checks the ring. Returns true when buffers are
-    /// already available: the driver may have published them while notifications were off, without a kick, so
-    /// the caller must process them now (this re-check is what keeps a kick from being lost).
+    /// Asks for available-buffer notifications again and re-checks the ring. Returns
+    /// <see cref="NotificationRecheck.BuffersPending"/> when buffers are already available: the driver may have
+    /// published them while notifications were off, without a kick, so the caller must process them now (this
+    /// re-check is what keeps a kick from being lost).
     /// </summary>
-    public bool EnableNotifications()
+    public NotificationRecheck EnableAvailableNotifications()
     {
         ThrowIfDisposed();
         if (_hot.Halted)
         {
-            return false;
+            return NotificationRecheck.NothingPending;
         }
 
         _hot.NotificationsEnabled = true;
@@ -412,7 +413,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         // 2.7.10: our re-enable must be visible before we look at avail->idx again, or a driver that published in
         // between and read the old suppression state would skip its kick while we skip the buffer.
         Interlocked.MemoryBarrier();
-        return ReadAvailIndex(out ushort idx) && idx != _hot.NextAvail;
+        return ReadAvailIndex(out ushort idx) && idx != _hot.NextAvail ? NotificationRecheck.BuffersPending : NotificationRecheck.NothingPending;
     }
 
     /// <summary>Releases the queue's reference on guest memory. Ring memory is left as it is.</summary>
@@ -433,7 +434,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
         GuestMemory memory,
         in SplitQueueLayout layout,
         VirtqueueFeatures features,
-        [NotNullWhen(true)] out SplitQueueDevice? queue,
+        [NotNullWhen(true)] out SplitDeviceVirtqueue? queue,
         out QueueError error)
     {
         ArgumentNullException.ThrowIfNull(memory);
@@ -464,7 +465,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
             return false;
         }
 
-        queue = new SplitQueueDevice(memory, layout, features, desc, avail, used);
+        queue = new SplitDeviceVirtqueue(memory, layout, features, desc, avail, used);
         return true;
     }
 
@@ -944,7 +945,7 @@ public sealed unsafe class SplitQueueDevice : IDisposable
     {
         if (_hot.Disposed)
         {
-            ThrowHelper.ThrowObjectDisposed(nameof(SplitQueueDevice));
+            ThrowHelper.ThrowObjectDisposed(nameof(SplitDeviceVirtqueue));
         }
     }
 

@@ -15,16 +15,16 @@ namespace Virtio.Ring;
 /// publish), never per descriptor: the descriptor loop lives inside each format's own non-virtual code. The
 /// branch is perfectly predicted, both paths inline, there is no interface or virtual dispatch, no boxing and no
 /// generic instantiation over reference types (which .NET would share and dispatch through a dictionary).
-/// A model that wants even that branch gone can use <see cref="SplitQueueDevice"/> or
-/// <see cref="PackedQueueDevice"/> directly: their members have the same names and meaning.
+/// A model that wants even that branch gone can use <see cref="SplitDeviceVirtqueue"/> or
+/// <see cref="PackedDeviceVirtqueue"/> directly: their members have the same names and meaning.
 /// </para>
 /// </summary>
-public sealed class VirtqueueDevice : IDisposable
+public sealed class DeviceVirtqueue : IDisposable
 {
-    private readonly SplitQueueDevice? _split;
-    private readonly PackedQueueDevice? _packed;
+    private readonly SplitDeviceVirtqueue? _split;
+    private readonly PackedDeviceVirtqueue? _packed;
 
-    private VirtqueueDevice(SplitQueueDevice? split, PackedQueueDevice? packed)
+    private DeviceVirtqueue(SplitDeviceVirtqueue? split, PackedDeviceVirtqueue? packed)
     {
         _split = split;
         _packed = packed;
@@ -49,10 +49,10 @@ public sealed class VirtqueueDevice : IDisposable
     public int InFlight => _packed?.InFlight ?? _split!.InFlight;
 
     /// <summary>The split queue underneath, or null.</summary>
-    public SplitQueueDevice? Split => _split;
+    public SplitDeviceVirtqueue? Split => _split;
 
     /// <summary>The packed queue underneath, or null.</summary>
-    public PackedQueueDevice? Packed => _packed;
+    public PackedDeviceVirtqueue? Packed => _packed;
 
     /// <summary>
     /// Attaches to the queue at <paramref name="addresses"/> in the format the negotiated features select
@@ -62,32 +62,32 @@ public sealed class VirtqueueDevice : IDisposable
         GuestMemory memory,
         in VirtqueueAddresses addresses,
         ulong negotiatedFeatures,
-        [NotNullWhen(true)] out VirtqueueDevice? queue,
+        [NotNullWhen(true)] out DeviceVirtqueue? queue,
         out QueueError error)
     {
         VirtqueueFeatures features = VirtqueueFeaturesExtensions.FromFeatureBits(negotiatedFeatures);
         queue = null;
         if ((negotiatedFeatures & (1UL << VirtioFeatureBits.RingPacked)) != 0)
         {
-            if (!PackedQueueDevice.TryAttach(memory, addresses.AsPacked(), features, out PackedQueueDevice? packed, out error))
+            if (!PackedDeviceVirtqueue.TryAttach(memory, addresses.AsPacked(), features, out PackedDeviceVirtqueue? packed, out error))
             {
                 return false;
             }
 
-            queue = new VirtqueueDevice(null, packed);
+            queue = new DeviceVirtqueue(null, packed);
             return true;
         }
 
-        if (!SplitQueueDevice.TryAttach(memory, addresses.AsSplit(), features, out SplitQueueDevice? split, out error))
+        if (!SplitDeviceVirtqueue.TryAttach(memory, addresses.AsSplit(), features, out SplitDeviceVirtqueue? split, out error))
         {
             return false;
         }
 
-        queue = new VirtqueueDevice(split, null);
+        queue = new DeviceVirtqueue(split, null);
         return true;
     }
 
-    /// <summary>Pops the next available chain; see <see cref="SplitQueueDevice.TryPop"/>.</summary>
+    /// <summary>Pops the next available chain; see <see cref="SplitDeviceVirtqueue.TryPop"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryPop(out DescriptorChain chain) =>
         _packed is null ? _split!.TryPop(out chain) : _packed.TryPop(out chain);
@@ -140,20 +140,20 @@ public sealed class VirtqueueDevice : IDisposable
     public bool PublishUsed() => _packed is null ? _split!.PublishUsed() : _packed.PublishUsed();
 
     /// <summary>Asks the driver not to send available-buffer notifications.</summary>
-    public void DisableNotifications()
+    public void DisableAvailableNotifications()
     {
         if (_packed is null)
         {
-            _split!.DisableNotifications();
+            _split!.DisableAvailableNotifications();
         }
         else
         {
-            _packed.DisableNotifications();
+            _packed.DisableAvailableNotifications();
         }
     }
 
-    /// <summary>Asks for available-buffer notifications again; true when buffers are already available.</summary>
-    public bool EnableNotifications() => _packed is null ? _split!.EnableNotifications() : _packed.EnableNotifications();
+    /// <summary>Asks for available-buffer notifications again and re-checks the ring (<see cref="NotificationRecheck"/>).</summary>
+    public NotificationRecheck EnableAvailableNotifications() => _packed is null ? _split!.EnableAvailableNotifications() : _packed.EnableAvailableNotifications();
 
     /// <summary>Releases the ring.</summary>
     public void Dispose()

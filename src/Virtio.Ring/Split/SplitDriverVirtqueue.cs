@@ -12,7 +12,7 @@ namespace Virtio.Ring.Split;
 /// and get them back. Used by in-process simulations, tests, and anything that plays the guest.
 /// <para>
 /// <b>Protocol.</b> <see cref="TryAdd"/> writes a chain's descriptors and its head into the next available-ring
-/// slot; nothing is visible to the device yet. <see cref="Publish"/> makes every added chain available with one
+/// slot; nothing is visible to the device yet. <see cref="PublishAvailable"/> makes every added chain available with one
 /// release store of <c>avail-&gt;idx</c> (2.7.13.3), then, after a full barrier, reads the device's suppression
 /// state and says whether to notify (2.7.13.4, <c>virtqueue_kick_prepare</c>). <see cref="TryGetUsed"/> reads
 /// <c>used-&gt;idx</c> with acquire semantics before the used elements it covers.
@@ -28,7 +28,7 @@ namespace Virtio.Ring.Split;
 /// </para>
 /// </summary>
 /// <typeparam name="TToken">What the caller gets back with each used buffer.</typeparam>
-public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
+public sealed unsafe class SplitDriverVirtqueue<TToken> : IDisposable
 {
     private SplitDriverState _hot; // this side's mutable state, alone on its cache lines (see SplitDriverState)
     private readonly GuestMemory _memory;
@@ -60,7 +60,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     /// Tables for indirect chains; used only when <see cref="VirtqueueFeatures.IndirectDescriptors"/> is
     /// negotiated. The driver becomes its only user.
     /// </param>
-    public SplitQueueDriver(GuestMemory memory, in SplitQueueLayout layout, VirtqueueFeatures features, IndirectDescriptorPool? indirectPool = null)
+    public SplitDriverVirtqueue(GuestMemory memory, in SplitQueueLayout layout, VirtqueueFeatures features, IndirectDescriptorPool? indirectPool = null)
     {
         ArgumentNullException.ThrowIfNull(memory);
         SplitQueueLayout.ValidateQueueSize(layout.QueueSize);
@@ -121,7 +121,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
 
     /// <summary>
     /// Adds a chain of device-readable then device-writable buffers. It becomes visible to the device at the
-    /// next <see cref="Publish"/>. Returns false when the descriptor table has no room (or the queue is broken);
+    /// next <see cref="PublishAvailable"/>. Returns false when the descriptor table has no room (or the queue is broken);
     /// a chain longer than the queue can never be added and throws. With indirect descriptors negotiated and a
     /// pool table free, a multi-buffer chain costs one ring descriptor.
     /// </summary>
@@ -183,7 +183,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     /// Makes every added chain available to the device (one release store of the available ring's idx) without
     /// the kick decision: what a polling driver does after each add, like Linux's <c>virtqueue_add</c>.
     /// </summary>
-    public void PublishAvailable()
+    public void FlushAvailable()
     {
         if (_hot.Halted)
         {
@@ -202,13 +202,13 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     }
 
     /// <summary>
-    /// Makes every added chain available (<see cref="PublishAvailable"/>) and returns whether the device must be
+    /// Makes every added chain available (<see cref="FlushAvailable"/>) and returns whether the device must be
     /// notified of what was published since the last decision (<c>virtqueue_kick_prepare</c>): with EVENT_IDX when
     /// the new index passed the device's <c>avail_event</c>, otherwise unless the device set <c>VIRTQ_USED_F_NO_NOTIFY</c>.
     /// </summary>
-    public bool Publish()
+    public bool PublishAvailable()
     {
-        PublishAvailable();
+        FlushAvailable();
         ushort now = _hot.AvailPublished;
         ushort old = _hot.AvailKicked;
         if (now == old || _hot.Halted)
@@ -350,18 +350,19 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     }
 
     /// <summary>
-    /// Asks for a used-buffer notification for the next used buffer and re-checks. Returns true when used buffers
-    /// are already waiting (the caller should take them now instead of waiting for an interrupt).
+    /// Asks for a used-buffer notification for the next used buffer and re-checks. Returns
+    /// <see cref="NotificationRecheck.BuffersPending"/> when used buffers are already waiting (the caller should
+    /// take them now instead of waiting for an interrupt).
     /// </summary>
-    public bool EnableUsedNotifications() => EnableUsedNotificationsAt(0);
+    public NotificationRecheck EnableUsedNotifications() => Recheck(EnableUsedNotificationsAt(0));
 
     /// <summary>
     /// Like <see cref="EnableUsedNotifications"/>, but with EVENT_IDX asks to be notified only after about three
-    /// quarters of the chains in flight are used (<c>virtqueue_enable_cb_delayed</c>). Returns true when more than
-    /// that many are already waiting.
+    /// quarters of the chains in flight are used (<c>virtqueue_enable_cb_delayed</c>). Returns
+    /// <see cref="NotificationRecheck.BuffersPending"/> when more than that many are already waiting.
     /// </summary>
-    public bool EnableUsedNotificationsDelayed() =>
-        EnableUsedNotificationsAt(_eventIdx ? (ushort)((ushort)(_hot.AvailShadow - _hot.LastUsed) * 3 / 4) : (ushort)0);
+    public NotificationRecheck EnableUsedNotificationsDelayed() => Recheck(
+        EnableUsedNotificationsAt(_eventIdx ? (ushort)((ushort)(_hot.AvailShadow - _hot.LastUsed) * 3 / 4) : (ushort)0));
 
     /// <summary>
     /// After a device reset: hands back, one at a time, the token of every chain still in flight and frees its
@@ -591,6 +592,9 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
         return true;
     }
 
+    private static NotificationRecheck Recheck(bool pending) =>
+        pending ? NotificationRecheck.BuffersPending : NotificationRecheck.NothingPending;
+
     private bool EnableUsedNotificationsAt(ushort ahead)
     {
         ThrowIfDisposed();
@@ -648,7 +652,7 @@ public sealed unsafe class SplitQueueDriver<TToken> : IDisposable
     {
         if (_hot.Disposed)
         {
-            ThrowHelper.ThrowObjectDisposed(nameof(SplitQueueDriver<TToken>));
+            ThrowHelper.ThrowObjectDisposed(nameof(SplitDriverVirtqueue<TToken>));
         }
     }
 

@@ -14,7 +14,7 @@ namespace Virtio.Ring.Packed;
 /// <b>Protocol.</b> <see cref="TryAdd"/> writes a list into consecutive slots from the next free one: every
 /// descriptor but the first completely, then, after a write barrier (a release store), the first descriptor's
 /// flags, which makes the whole list available at once (2.8.21 "Updating flags"). The buffer ID, taken from a
-/// private free list, goes into the list's last descriptor. <see cref="Publish"/> is the kick decision: a full
+/// private free list, goes into the list's last descriptor. <see cref="PublishAvailable"/> is the kick decision: a full
 /// barrier, then the device event suppression structure. <see cref="TryGetUsed"/> polls the next used slot with
 /// an acquire load of its flags, maps the buffer ID back to the caller's token and skips the list's slots.
 /// </para>
@@ -24,7 +24,7 @@ namespace Virtio.Ring.Packed;
 /// </para>
 /// </summary>
 /// <typeparam name="TToken">What the caller gets back with each used buffer.</typeparam>
-public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
+public sealed unsafe class PackedDriverVirtqueue<TToken> : IDisposable
 {
     private PackedDriverState _hot; // this side's mutable state, alone on its cache lines (see PackedDriverState)
     private readonly GuestMemory _memory;
@@ -45,7 +45,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     /// Places a fresh packed queue at <paramref name="layout"/>: zeroes the descriptor ring (2.8.13: "The
     /// descriptor ring is zero-initialized") and both event suppression structures, wrap counters 1.
     /// </summary>
-    public PackedQueueDriver(GuestMemory memory, in PackedQueueLayout layout, VirtqueueFeatures features, IndirectDescriptorPool? indirectPool = null)
+    public PackedDriverVirtqueue(GuestMemory memory, in PackedQueueLayout layout, VirtqueueFeatures features, IndirectDescriptorPool? indirectPool = null)
     {
         ArgumentNullException.ThrowIfNull(memory);
         if (!PackedQueueLayout.IsValidQueueSize(layout.QueueSize))
@@ -228,13 +228,13 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     /// Nothing to do for a packed ring: each list became available when <see cref="TryAdd"/> wrote its first
     /// flags. Present so that code written for either format can call it.
     /// </summary>
-    public void PublishAvailable() => ThrowIfDisposed();
+    public void FlushAvailable() => ThrowIfDisposed();
 
     /// <summary>
     /// The kick decision after one or more <see cref="TryAdd"/> calls: returns whether the device asked to be
     /// notified (ENABLE; or DESC with EVENT_IDX when the lists just added covered the slot it named).
     /// </summary>
-    public bool Publish()
+    public bool PublishAvailable()
     {
         if (_hot.Halted)
         {
@@ -368,16 +368,17 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
 
     /// <summary>
     /// Asks for a used-buffer notification for the next used buffer (ENABLE, or DESC at the next used slot with
-    /// EVENT_IDX) and re-checks; true when a used buffer is already waiting.
+    /// EVENT_IDX) and re-checks; <see cref="NotificationRecheck.BuffersPending"/> when a used buffer is already
+    /// waiting.
     /// </summary>
-    public bool EnableUsedNotifications() => EnableUsedNotificationsAt(0);
+    public NotificationRecheck EnableUsedNotifications() => Recheck(EnableUsedNotificationsAt(0));
 
     /// <summary>
     /// With EVENT_IDX, asks to be notified only when the device reaches about three quarters of the slots in
     /// flight (<c>virtqueue_enable_cb_delayed</c>); otherwise as <see cref="EnableUsedNotifications"/>.
     /// </summary>
-    public bool EnableUsedNotificationsDelayed() =>
-        EnableUsedNotificationsAt(_eventIdx ? (_size - FreeSlots) * 3 / 4 : 0);
+    public NotificationRecheck EnableUsedNotificationsDelayed() =>
+        Recheck(EnableUsedNotificationsAt(_eventIdx ? (_size - FreeSlots) * 3 / 4 : 0));
 
     /// <summary>
     /// After a device reset: hands back the token of every buffer still in flight, one at a time. Once a buffer is
@@ -559,6 +560,9 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
         return PackedDescriptor.IsUsed(flags, _hot.UsedWrap);
     }
 
+    private static NotificationRecheck Recheck(bool pending) =>
+        pending ? NotificationRecheck.BuffersPending : NotificationRecheck.NothingPending;
+
     private bool EnableUsedNotificationsAt(int slotsAhead)
     {
         ThrowIfDisposed();
@@ -665,7 +669,7 @@ public sealed unsafe class PackedQueueDriver<TToken> : IDisposable
     {
         if (_hot.Disposed)
         {
-            ThrowHelper.ThrowObjectDisposed(nameof(PackedQueueDriver<TToken>));
+            ThrowHelper.ThrowObjectDisposed(nameof(PackedDriverVirtqueue<TToken>));
         }
     }
 

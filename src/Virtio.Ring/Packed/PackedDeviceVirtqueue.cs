@@ -34,7 +34,7 @@ namespace Virtio.Ring.Packed;
 /// overflow, and every GPA range. A violation breaks the queue with a <see cref="QueueError"/>.
 /// </para>
 /// </summary>
-public sealed unsafe class PackedQueueDevice : IDisposable
+public sealed unsafe class PackedDeviceVirtqueue : IDisposable
 {
     private const int InitialSegmentCapacity = 16;
     private const uint NoPendingFirst = uint.MaxValue; // no slot is 0xFFFF: a packed queue has at most 32768
@@ -60,7 +60,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     // A run of descriptors from _hot.NextAvail known to be available: their flags, read once by one scan of the
     // cache line (PackedFlagScanner), 16 bits each with the first in the low bits. Never crosses the ring's end.
 
-    private PackedQueueDevice(GuestMemory memory, in PackedQueueLayout layout, VirtqueueFeatures features, byte* ring, byte* driverEvent, byte* deviceEvent)
+    private PackedDeviceVirtqueue(GuestMemory memory, in PackedQueueLayout layout, VirtqueueFeatures features, byte* ring, byte* driverEvent, byte* deviceEvent)
     {
         _memory = memory;
         _layout = layout;
@@ -118,7 +118,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         GuestMemory memory,
         in PackedQueueLayout layout,
         VirtqueueFeatures features,
-        [NotNullWhen(true)] out PackedQueueDevice? queue,
+        [NotNullWhen(true)] out PackedDeviceVirtqueue? queue,
         out QueueError error)
     {
         ArgumentNullException.ThrowIfNull(memory);
@@ -146,7 +146,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
             return false;
         }
 
-        queue = new PackedQueueDevice(memory, layout, features, ring, driverEvent, deviceEvent);
+        queue = new PackedDeviceVirtqueue(memory, layout, features, ring, driverEvent, deviceEvent);
         return true;
     }
 
@@ -157,7 +157,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     public static bool TryRestore(
         GuestMemory memory,
         in PackedQueueState state,
-        [NotNullWhen(true)] out PackedQueueDevice? queue,
+        [NotNullWhen(true)] out PackedDeviceVirtqueue? queue,
         out QueueError error)
     {
         if (!TryAttach(memory, state.Layout, state.Features, out queue, out error))
@@ -347,7 +347,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     }
 
     /// <summary>Asks the driver not to send available-buffer notifications (device event flags DISABLE).</summary>
-    public void DisableNotifications()
+    public void DisableAvailableNotifications()
     {
         ThrowIfDisposed();
         if (_hot.Halted || !_hot.NotificationsEnabled)
@@ -361,14 +361,15 @@ public sealed unsafe class PackedQueueDevice : IDisposable
 
     /// <summary>
     /// Asks for available-buffer notifications again (ENABLE, or DESC at the next slot with EVENT_IDX) and
-    /// re-checks the ring. Returns true when a buffer is already available.
+    /// re-checks the ring. Returns <see cref="NotificationRecheck.BuffersPending"/> when a buffer is already
+    /// available.
     /// </summary>
-    public bool EnableNotifications()
+    public NotificationRecheck EnableAvailableNotifications()
     {
         ThrowIfDisposed();
         if (_hot.Halted)
         {
-            return false;
+            return NotificationRecheck.NothingPending;
         }
 
         _hot.NotificationsEnabled = true;
@@ -377,7 +378,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
         // Store-load: the enable must be visible before the slot is looked at again.
         Interlocked.MemoryBarrier();
         ushort flags = LittleEndian.VolatileRead16(_ring + ((nuint)_hot.NextAvail * PackedDescriptor.Size) + PackedDescriptor.FlagsOffset);
-        return PackedDescriptor.IsAvailable(flags, _hot.AvailWrap);
+        return PackedDescriptor.IsAvailable(flags, _hot.AvailWrap) ? NotificationRecheck.BuffersPending : NotificationRecheck.NothingPending;
     }
 
     /// <summary>Releases the queue's reference on guest memory.</summary>
@@ -1018,7 +1019,7 @@ public sealed unsafe class PackedQueueDevice : IDisposable
     {
         if (_hot.Disposed)
         {
-            ThrowHelper.ThrowObjectDisposed(nameof(PackedQueueDevice));
+            ThrowHelper.ThrowObjectDisposed(nameof(PackedDeviceVirtqueue));
         }
     }
 
