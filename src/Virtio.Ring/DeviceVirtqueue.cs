@@ -87,6 +87,20 @@ public sealed class DeviceVirtqueue : IDisposable
         return true;
     }
 
+    /// <summary>Recreates a split queue from saved state, validated as in <see cref="SplitDeviceVirtqueue.TryRestore"/>.</summary>
+    public static bool TryRestore(GuestMemory memory, in SplitQueueState state, [NotNullWhen(true)] out DeviceVirtqueue? queue, out QueueError error)
+    {
+        queue = SplitDeviceVirtqueue.TryRestore(memory, state, out SplitDeviceVirtqueue? split, out error) ? new DeviceVirtqueue(split, null) : null;
+        return queue is not null;
+    }
+
+    /// <summary>Recreates a packed queue from saved state, validated as in <see cref="PackedDeviceVirtqueue.TryRestore"/>.</summary>
+    public static bool TryRestore(GuestMemory memory, in PackedQueueState state, [NotNullWhen(true)] out DeviceVirtqueue? queue, out QueueError error)
+    {
+        queue = PackedDeviceVirtqueue.TryRestore(memory, state, out PackedDeviceVirtqueue? packed, out error) ? new DeviceVirtqueue(null, packed) : null;
+        return queue is not null;
+    }
+
     /// <summary>Pops the next available chain; see <see cref="SplitDeviceVirtqueue.TryPop"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryPop(out DescriptorChain chain) =>

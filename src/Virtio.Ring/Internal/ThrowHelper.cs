@@ -31,6 +31,10 @@ internal static class ThrowHelper
     public static void ThrowInsufficientMemory(string message) =>
         throw CreateInsufficientMemory(message);
 
+    [DoesNotReturn]
+    public static void ThrowPlatformNotSupported(string message) =>
+        throw CreatePlatformNotSupported(message);
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static ArgumentOutOfRangeException CreateArgumentOutOfRange(string paramName, string message) =>
         new(paramName, message);
@@ -47,4 +51,7 @@ internal static class ThrowHelper
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static InsufficientMemoryException CreateInsufficientMemory(string message) => new(message);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static PlatformNotSupportedException CreatePlatformNotSupported(string message) => new(message);
 }

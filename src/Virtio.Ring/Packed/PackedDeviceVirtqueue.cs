@@ -152,7 +152,9 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
 
     /// <summary>
     /// Recreates a device-side queue from saved state, validating it like guest input: layout as in
-    /// <see cref="TryAttach"/>, positions below the queue size.
+    /// <see cref="TryAttach"/>, positions below the queue size, and the buffers in flight: at most Q, IDs below Q
+    /// and unique, each at least one slot, their slots adding up to exactly the slots between the used and the
+    /// available position.
     /// </summary>
     public static bool TryRestore(
         GuestMemory memory,
@@ -165,8 +167,7 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
             return false;
         }
 
-        // No buffer is in flight in a saved state, so both positions and wrap counters must agree.
-        if (state.NextAvail >= queue._size || state.NextAvail != state.NextUsed || state.AvailWrapCounter != state.UsedWrapCounter)
+        if (!queue.TryRestoreInFlight(state))
         {
             queue.Dispose();
             queue = null;
@@ -182,16 +183,84 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
         return true;
     }
 
-    /// <summary>Saves the state for <see cref="TryRestore"/>; every popped buffer must be pushed and published first.</summary>
+    /// <summary>
+    /// Saves the state for <see cref="TryRestore"/>, buffers in flight included; pushed used descriptors must be
+    /// published first (<see cref="FlushUsed"/> or <see cref="PublishUsed"/>).
+    /// </summary>
     public PackedQueueState SaveState()
     {
         ThrowIfDisposed();
-        if (_hot.InFlightBuffers != 0 || _hot.PendingFirst != NoPendingFirst)
+        if (_hot.PendingFirst != NoPendingFirst)
         {
-            ThrowHelper.ThrowInvalidOperation("Push and publish every popped buffer before saving a packed queue.");
+            ThrowHelper.ThrowInvalidOperation("Publish pushed used descriptors before saving a packed queue.");
         }
 
-        return new PackedQueueState(_layout, _features, _hot.NextAvail, _hot.AvailWrap, _hot.NextUsed, _hot.UsedWrap, _hot.NotificationsEnabled);
+        var inFlight = new PackedInFlightBuffer[_hot.InFlightBuffers];
+        if (_popOrder != null)
+        {
+            for (int i = 0; i < inFlight.Length; i++)
+            {
+                ushort id = _popOrder[PackedRingPosition.WrapIndex(_hot.PopOrderFirst + i, _size)];
+                inFlight[i] = new PackedInFlightBuffer(id, _slotsOfId[id]);
+            }
+        }
+        else
+        {
+            int n = 0;
+            for (int id = 0; id < _size && n < inFlight.Length; id++)
+            {
+                if (_slotsOfId[id] != 0)
+                {
+                    inFlight[n++] = new PackedInFlightBuffer((ushort)id, _slotsOfId[id]);
+                }
+            }
+        }
+
+        return new PackedQueueState(_layout, _features, _hot.NextAvail, _hot.AvailWrap, _hot.NextUsed, _hot.UsedWrap, _hot.NotificationsEnabled, inFlight);
+    }
+
+    /// <summary>Checks a saved state's positions and buffers in flight and, if they agree, takes the buffers.</summary>
+    private bool TryRestoreInFlight(in PackedQueueState state)
+    {
+        if (state.NextAvail >= _size || state.NextUsed >= _size)
+        {
+            return false;
+        }
+
+        int slotsInFlight = PackedRingPosition.SlotsBetween(state.NextUsed, state.UsedWrapCounter, state.NextAvail, state.AvailWrapCounter, _size);
+        PackedInFlightBuffer[] buffers = state.InFlight ?? [];
+        if (slotsInFlight < 0 || slotsInFlight > _size || buffers.Length > _size)
+        {
+            return false;
+        }
+
+        int slots = 0;
+        for (int i = 0; i < buffers.Length; i++)
+        {
+            PackedInFlightBuffer buffer = buffers[i];
+            if (buffer.Id >= _size || buffer.Slots == 0 || _slotsOfId[buffer.Id] != 0)
+            {
+                Array.Clear(_slotsOfId);
+                return false;
+            }
+
+            _slotsOfId[buffer.Id] = buffer.Slots;
+            slots += buffer.Slots;
+            if (_popOrder != null)
+            {
+                _popOrder[i] = buffer.Id;
+            }
+        }
+
+        if (slots != slotsInFlight)
+        {
+            Array.Clear(_slotsOfId);
+            return false;
+        }
+
+        _hot.InFlightBuffers = buffers.Length;
+        _hot.PopOrderFirst = 0;
+        return true;
     }
 
     /// <summary>

@@ -1,4 +1,6 @@
 using System;
+using System.Diagnostics.CodeAnalysis;
+using System.Threading;
 using Virtio.Ring.Internal;
 
 namespace Virtio.Ring.Transport;
@@ -6,26 +8,50 @@ namespace Virtio.Ring.Transport;
 /// <summary>
 /// The base of every device model (the balloon, a block device, ...): device ID, offered features, the status
 /// state machine, feature negotiation, per-queue configuration, configuration space with its generation counter,
-/// notifications both ways, and reset (VIRTIO 1.2, 2 "Basic Facilities of a Virtio Device", 3.1 "Device
-/// Initialization").
+/// notifications both ways, reset, failure containment, queue workers, asynchronous completion and whole-device
+/// snapshots (VIRTIO 1.2, 2 "Basic Facilities of a Virtio Device", 3.1 "Device Initialization").
 /// <para>
 /// <b>Where a transport plugs in.</b> A transport translates its register interface into the public members of
 /// this class and nothing else: <see cref="ReadDeviceFeatures"/>, <see cref="WriteDriverFeatures"/>,
 /// <see cref="WriteStatus"/>, the <c>Queue*</c> members, <see cref="NotifyQueue"/>, <see cref="ReadConfig"/>,
 /// <see cref="WriteConfig"/>, and it supplies an <see cref="IVirtioInterrupt"/>. <see cref="Mmio.VirtioMmioTransport"/>
-/// is one; virtio-pci (modern capabilities: common config, notify, ISR, device config) or a vhost-user backend
-/// (SET_FEATURES, SET_VRING_ADDR, SET_VRING_KICK, ...) would be others, with no change to device code.
+/// is one; virtio-pci or a vhost-user back end would be others, with no change to device code.
 /// </para>
 /// <para>
-/// <b>Threads.</b> Control operations and queue processing are serialized by one lock per device, as a VMM's
-/// device lock (QEMU's BQL, Firecracker's device mutex) would: a reset from a vCPU thread never tears a queue down
-/// under the device's processing. The lock is taken once per notification, never per buffer or descriptor.
+/// <b>Threads.</b> Two kinds of thread touch a device:
+/// <list type="bullet">
+/// <item><description><i>Control</i>: whatever calls the transport-facing members (vCPU threads on MMIO exits, the
+/// VMM's own threads). Control operations are serialized by the device's control lock, taken once per
+/// operation, never per buffer.</description></item>
+/// <item><description><i>Serving</i>: the thread that runs <see cref="OnQueueNotify"/>. With
+/// <see cref="QueueThreading.Inline"/> that is the notifying thread, under the control lock. With a worker
+/// mode it is a worker thread that sleeps on the queue's kick eventfd (<see cref="KickEventFd"/>) and takes no
+/// device lock at all.</description></item>
+/// </list>
+/// A reset, a queue reset, <see cref="SaveState"/>, <see cref="TryRestoreState"/> and <see cref="Dispose()"/>
+/// first park the workers: they finish the callback they are in, stop, and only then are queues torn down.
+/// Workers survive resets. No guest action can make a worker meet a disposed queue, and nothing a guest does
+/// raises an exception on any thread.
+/// </para>
+/// <para>
+/// <b>Failures are contained.</b> An exception from any device-model callback is caught at this boundary: the
+/// device sets DEVICE_NEEDS_RESET (with a configuration change notification once DRIVER_OK is set, 2.1.2) and
+/// reports a <see cref="VirtioDeviceFault"/> through <see cref="Faulted"/>. A queue the guest broke is reported
+/// the same way. The transport never sees the exception.
+/// </para>
+/// <para>
+/// <b>What a model may call from its serving thread:</b> the queue it was handed, <see cref="Queue"/>,
+/// <see cref="SignalUsedBuffers"/>, <see cref="BeginConfigChange"/>, <see cref="DeferCompletion"/>,
+/// <see cref="Complete"/>, <see cref="Status"/>, <see cref="NegotiatedFeatures"/> and <see cref="HasFeature"/>.
+/// Not the transport-facing control members: they would wait for the control lock, whose holder may be waiting
+/// for this worker to park. For the same reason a <see cref="Faulted"/> handler must not reset the device
+/// synchronously; the guest resets it when it sees DEVICE_NEEDS_RESET.
 /// </para>
 /// </summary>
-public abstract class VirtioDevice : IDisposable
+public abstract partial class VirtioDevice : IDisposable
 {
-    /// <summary>Transport and ring features every device offers on top of its own.</summary>
-    public const ulong CommonFeatures =
+    /// <summary>Transport and ring features offered unless the options say otherwise.</summary>
+    public const ulong DefaultTransportFeatures =
         (1UL << VirtioFeatureBits.Version1)
         | (1UL << VirtioFeatureBits.IndirectDesc)
         | (1UL << VirtioFeatureBits.EventIdx)
@@ -33,23 +59,33 @@ public abstract class VirtioDevice : IDisposable
         | (1UL << VirtioFeatureBits.NotificationData)
         | (1UL << VirtioFeatureBits.RingReset);
 
-    private readonly object _control = new();
+    /// <summary>Every transport and ring feature this library implements (the defaults and <c>VIRTIO_F_IN_ORDER</c>).</summary>
+    public const ulong SupportedTransportFeatures = DefaultTransportFeatures | (1UL << VirtioFeatureBits.InOrder);
+
+    private readonly object _control = new();    // serializes control operations; workers never take it
+    private readonly object _configLock = new(); // configuration bytes and generation; workers may take it
     private readonly VirtqueueSlot[] _queues;
     private readonly byte[] _config;
-    private ulong _driverFeatures;
-    private ulong _negotiatedFeatures;
-    private DeviceStatus _status;
-    private uint _configGeneration;
+    private readonly QueueThreading _threading;
+    private ulong _driverFeatures;               // under _control
+    private ulong _negotiatedFeatures;           // written under _control, read from any thread
+    private int _status;                         // DeviceStatus; NEEDS_RESET may be OR-ed in from any thread
+    private uint _configGeneration;              // written under _configLock
+    private VirtioDeviceFault? _lastFault;
+    private QueueError _lastQueueError;
+    private long _droppedCompletions;
     private bool _disposed;
 
     /// <summary>Creates the device in the reset state.</summary>
     /// <param name="deviceId">Device ID (5 for the balloon).</param>
-    /// <param name="deviceFeatures">Device-specific features, and <c>VIRTIO_F_IN_ORDER</c> if the device uses buffers in order.</param>
+    /// <param name="deviceFeatures">Device-specific features (bits 0-23 and 50-127 in the spec's numbering).</param>
     /// <param name="queueCount">Number of virtqueues.</param>
     /// <param name="maxQueueSize">Largest queue size the device accepts (QueueSizeMax).</param>
     /// <param name="configSize">Bytes of device configuration space.</param>
-    protected VirtioDevice(uint deviceId, ulong deviceFeatures, int queueCount, int maxQueueSize, int configSize)
+    /// <param name="options">Threading and offered transport features; <see cref="VirtioDeviceOptions.Default"/> when null.</param>
+    protected VirtioDevice(uint deviceId, ulong deviceFeatures, int queueCount, int maxQueueSize, int configSize, VirtioDeviceOptions? options = null)
     {
+        options ??= VirtioDeviceOptions.Default;
         if (queueCount is < 0 or > 1024)
         {
             ThrowHelper.ThrowArgumentOutOfRange(nameof(queueCount), "0 to 1024 queues.");
@@ -60,22 +96,45 @@ public abstract class VirtioDevice : IDisposable
             ThrowHelper.ThrowArgumentOutOfRange(nameof(maxQueueSize), "1 to 32768.");
         }
 
+        if (configSize is < 0 or > 4096)
+        {
+            ThrowHelper.ThrowArgumentOutOfRange(nameof(configSize), "0 to 4096 bytes.");
+        }
+
+        if ((options.TransportFeatures & ~SupportedTransportFeatures) != 0)
+        {
+            ThrowHelper.ThrowArgument(nameof(options), $"Transport features 0x{options.TransportFeatures & ~SupportedTransportFeatures:x} are not implemented.");
+        }
+
         DeviceId = deviceId;
-        DeviceFeatures = deviceFeatures | CommonFeatures;
+        DeviceFeatures = deviceFeatures | options.TransportFeatures | (1UL << VirtioFeatureBits.Version1);
         MaxQueueSize = maxQueueSize;
+        _threading = options.Threading;
         _config = new byte[configSize];
         _queues = new VirtqueueSlot[queueCount];
         for (int i = 0; i < queueCount; i++)
         {
             _queues[i] = new VirtqueueSlot();
-            _queues[i].Clear(maxQueueSize);
+            _queues[i].ClearConfiguration(maxQueueSize);
+        }
+
+        if (_threading != QueueThreading.Inline)
+        {
+            if (OperatingSystem.IsLinux())
+            {
+                StartWorkers(options.Name ?? $"virtio-{deviceId}");
+            }
+            else
+            {
+                ThrowHelper.ThrowPlatformNotSupported("Queue workers wait on eventfds, which are Linux's; use QueueThreading.Inline elsewhere.");
+            }
         }
     }
 
     /// <summary>Device ID.</summary>
     public uint DeviceId { get; }
 
-    /// <summary>Features the device offers.</summary>
+    /// <summary>Features the device offers: its own and the transport features of its options.</summary>
     public ulong DeviceFeatures { get; }
 
     /// <summary>Largest queue size.</summary>
@@ -87,17 +146,11 @@ public abstract class VirtioDevice : IDisposable
     /// <summary>Bytes of configuration space.</summary>
     public int ConfigSize => _config.Length;
 
-    /// <summary>The status field.</summary>
-    public DeviceStatus Status
-    {
-        get
-        {
-            lock (_control)
-            {
-                return _status;
-            }
-        }
-    }
+    /// <summary>Which thread runs <see cref="OnQueueNotify"/>.</summary>
+    public QueueThreading Threading => _threading;
+
+    /// <summary>The status field. Lock-free: any thread may read it.</summary>
+    public DeviceStatus Status => (DeviceStatus)Volatile.Read(ref _status);
 
     /// <summary>Features the driver wrote so far (both 32-bit banks).</summary>
     public ulong DriverFeatures
@@ -111,29 +164,11 @@ public abstract class VirtioDevice : IDisposable
         }
     }
 
-    /// <summary>The features in force once FEATURES_OK was accepted; 0 before.</summary>
-    public ulong NegotiatedFeatures
-    {
-        get
-        {
-            lock (_control)
-            {
-                return _negotiatedFeatures;
-            }
-        }
-    }
+    /// <summary>The features in force once FEATURES_OK was accepted; 0 before. Lock-free.</summary>
+    public ulong NegotiatedFeatures => Volatile.Read(ref _negotiatedFeatures);
 
     /// <summary>Changes whenever the device changes its configuration space.</summary>
-    public uint ConfigGeneration
-    {
-        get
-        {
-            lock (_control)
-            {
-                return _configGeneration;
-            }
-        }
-    }
+    public uint ConfigGeneration => Volatile.Read(ref _configGeneration);
 
     /// <summary>Where notifications to the driver go; the transport sets it.</summary>
     public IVirtioInterrupt? Interrupt { get; set; }
@@ -143,6 +178,22 @@ public abstract class VirtioDevice : IDisposable
     /// the split ring exists.
     /// </summary>
     public bool LegacyTransport { get; set; }
+
+    /// <summary>
+    /// Raised, on the thread where it happened, whenever the device contains a failure (a model exception or a
+    /// queue the guest broke) and sets DEVICE_NEEDS_RESET. An exception from the handler is swallowed. The handler
+    /// must not reset the device synchronously (see the class remarks).
+    /// </summary>
+    public event EventHandler<VirtioDeviceFault>? Faulted;
+
+    /// <summary>The most recent contained failure, or null since the last reset.</summary>
+    public VirtioDeviceFault? LastFault => Volatile.Read(ref _lastFault);
+
+    /// <summary>The ring rule that last made the device set DEVICE_NEEDS_RESET, or <see cref="QueueError.None"/>.</summary>
+    public QueueError LastQueueError => _lastQueueError;
+
+    /// <summary>Completions dropped because their queue was reset, queue-reset or restored after the chain was popped.</summary>
+    public long DroppedCompletions => Interlocked.Read(ref _droppedCompletions);
 
     /// <summary>True when the negotiated features include <paramref name="bit"/>.</summary>
     public bool HasFeature(int bit) => (NegotiatedFeatures & (1UL << bit)) != 0;
@@ -158,7 +209,7 @@ public abstract class VirtioDevice : IDisposable
     {
         lock (_control)
         {
-            if (bank >= 2 || (_status & DeviceStatus.FeaturesOk) != 0)
+            if (bank >= 2 || (Status & DeviceStatus.FeaturesOk) != 0)
             {
                 return;
             }
@@ -169,22 +220,29 @@ public abstract class VirtioDevice : IDisposable
     }
 
     /// <summary>
-    /// The driver writes the status field. 0 resets the device. Otherwise the write must keep every bit already
-    /// set (2.1.1: the driver never clears a bit) and follow 3.1.1's order; FEATURES_OK is only accepted for a
-    /// feature set the device offered that includes VERSION_1 and that the device model accepts — else the bit
-    /// stays clear and the driver sees that when it re-reads. A write that breaks the order is ignored.
+    /// The driver writes the status field. 0 resets the device (after parking its workers). Otherwise the write
+    /// must keep every bit already set (2.1.1: the driver never clears a bit) and follow 3.1.1's order; FEATURES_OK
+    /// is only accepted for a feature set the device offered that includes VERSION_1 and that the device model
+    /// accepts — else the bit stays clear and the driver sees that when it re-reads. A write that breaks the order
+    /// is ignored. At DRIVER_OK every ready queue is served once, so buffers a driver made available (and kicked)
+    /// before DRIVER_OK are not lost.
     /// </summary>
     public void WriteStatus(DeviceStatus value)
     {
         lock (_control)
         {
+            if (_disposed)
+            {
+                return;
+            }
+
             if (value == DeviceStatus.Reset)
             {
                 ResetLocked();
                 return;
             }
 
-            DeviceStatus current = _status;
+            DeviceStatus current = Status;
             if ((value & current) != current)
             {
                 return; // clearing a bit: not allowed
@@ -193,7 +251,7 @@ public abstract class VirtioDevice : IDisposable
             DeviceStatus added = value & ~current;
             if ((added & DeviceStatus.Failed) != 0)
             {
-                _status |= DeviceStatus.Failed;
+                OrStatus(DeviceStatus.Failed);
                 return;
             }
 
@@ -222,11 +280,11 @@ public abstract class VirtioDevice : IDisposable
 
                 if (!FeaturesAcceptable(_driverFeatures))
                 {
-                    _status = next; // the driver re-reads, sees FEATURES_OK clear and gives up (3.1.1 step 6)
+                    OrStatus(next); // the driver re-reads, sees FEATURES_OK clear and gives up (3.1.1 step 6)
                     return;
                 }
 
-                _negotiatedFeatures = _driverFeatures;
+                Volatile.Write(ref _negotiatedFeatures, _driverFeatures);
                 next |= DeviceStatus.FeaturesOk;
             }
 
@@ -242,55 +300,122 @@ public abstract class VirtioDevice : IDisposable
                 driverOk = true;
             }
 
-            _status = next;
+            OrStatus(next); // an OR, so a NEEDS_RESET a worker set meanwhile is kept
             if (driverOk)
             {
-                OnDriverOk();
+                RunCallback(static d => d.OnDriverOk(), nameof(OnDriverOk), -1);
+                for (int i = 0; i < _queues.Length; i++)
+                {
+                    if (_queues[i].Queue is not null)
+                    {
+                        KickLocked(i);
+                    }
+                }
             }
         }
     }
 
     /// <summary>Queue size the driver chose (QueueSize), initially <see cref="MaxQueueSize"/>.</summary>
-    public int QueueSize(int index) => WithQueue(index, static q => q.Size);
+    public int QueueSize(int index)
+    {
+        lock (_control)
+        {
+            return (uint)index < (uint)_queues.Length ? _queues[index].Size : 0;
+        }
+    }
 
     /// <summary>Sets the queue size; ignored for a ready queue, or a size of 0 or above the maximum.</summary>
-    public void SetQueueSize(int index, int size) => ConfigureQueue(index, q =>
+    public void SetQueueSize(int index, int size)
     {
-        if (size >= 1 && size <= MaxQueueSize)
+        lock (_control)
         {
-            q.Size = size;
+            if (ConfigurableSlot(index) is { } slot && size >= 1 && size <= MaxQueueSize)
+            {
+                slot.Size = size;
+            }
         }
-    });
+    }
 
     /// <summary>The three area addresses the driver programmed.</summary>
-    public VirtqueueAddresses QueueAddresses(int index) =>
-        WithQueue(index, static q => new VirtqueueAddresses(q.Size, q.DescriptorArea, q.DriverArea, q.DeviceArea));
+    public VirtqueueAddresses QueueAddresses(int index)
+    {
+        lock (_control)
+        {
+            if ((uint)index >= (uint)_queues.Length)
+            {
+                return default;
+            }
+
+            VirtqueueSlot q = _queues[index];
+            return new VirtqueueAddresses(q.Size, q.DescriptorArea, q.DriverArea, q.DeviceArea);
+        }
+    }
 
     /// <summary>Sets the descriptor area address (QueueDesc); ignored for a ready queue.</summary>
-    public void SetQueueDescriptorArea(int index, ulong address) => ConfigureQueue(index, q => q.DescriptorArea = address);
+    public void SetQueueDescriptorArea(int index, ulong address)
+    {
+        lock (_control)
+        {
+            if (ConfigurableSlot(index) is { } slot)
+            {
+                slot.DescriptorArea = address;
+            }
+        }
+    }
 
     /// <summary>Sets the driver area address (QueueDriver); ignored for a ready queue.</summary>
-    public void SetQueueDriverArea(int index, ulong address) => ConfigureQueue(index, q => q.DriverArea = address);
+    public void SetQueueDriverArea(int index, ulong address)
+    {
+        lock (_control)
+        {
+            if (ConfigurableSlot(index) is { } slot)
+            {
+                slot.DriverArea = address;
+            }
+        }
+    }
 
     /// <summary>Sets the device area address (QueueDevice); ignored for a ready queue.</summary>
-    public void SetQueueDeviceArea(int index, ulong address) => ConfigureQueue(index, q => q.DeviceArea = address);
+    public void SetQueueDeviceArea(int index, ulong address)
+    {
+        lock (_control)
+        {
+            if (ConfigurableSlot(index) is { } slot)
+            {
+                slot.DeviceArea = address;
+            }
+        }
+    }
 
     /// <summary>QueueReady as the driver reads it back.</summary>
-    public bool IsQueueReady(int index) => WithQueue(index, static q => q.Ready);
+    public bool IsQueueReady(int index)
+    {
+        lock (_control)
+        {
+            return (uint)index < (uint)_queues.Length && _queues[index].Ready;
+        }
+    }
 
     /// <summary>QueueReset as the driver reads it back: true once a queue reset has completed.</summary>
-    public bool IsQueueResetDone(int index) => WithQueue(index, static q => q.ResetDone);
+    public bool IsQueueResetDone(int index)
+    {
+        lock (_control)
+        {
+            return (uint)index < (uint)_queues.Length && _queues[index].ResetDone;
+        }
+    }
 
     /// <summary>
     /// The driver enables the queue (QueueReady = 1): the device attaches to the ring in the format the
     /// negotiated features select and validates the addresses against guest memory. Bad addresses or size set
-    /// DEVICE_NEEDS_RESET instead. Needs FEATURES_OK. Writing 0 is ignored (a queue is disabled by reset).
+    /// DEVICE_NEEDS_RESET instead (reported through <see cref="Faulted"/>). Needs FEATURES_OK. Writing 0 is
+    /// ignored (a queue is disabled by reset).
     /// </summary>
     public void SetQueueReady(int index, bool ready)
     {
         lock (_control)
         {
-            if (!ready || (uint)index >= (uint)_queues.Length || (_status & DeviceStatus.FeaturesOk) == 0)
+            if (!ready || (uint)index >= (uint)_queues.Length || (Status & DeviceStatus.FeaturesOk) == 0 || _disposed)
             {
                 return;
             }
@@ -302,71 +427,84 @@ public abstract class VirtioDevice : IDisposable
             }
 
             var addresses = new VirtqueueAddresses(slot.Size, slot.DescriptorArea, slot.DriverArea, slot.DeviceArea);
-            if (!DeviceVirtqueue.TryAttach(Memory, addresses, _negotiatedFeatures, out DeviceVirtqueue? queue, out QueueError error))
+            if (!DeviceVirtqueue.TryAttach(Memory, addresses, NegotiatedFeatures, out DeviceVirtqueue? queue, out QueueError error))
             {
-                LastQueueError = error;
-                NeedsResetLocked();
+                ReportFault(new VirtioDeviceFault(VirtioDeviceFaultKind.QueueSetupRejected, "QueueReady", index, error, 0, null));
                 return;
             }
 
-            slot.Queue = queue;
             slot.Ready = true;
             slot.ResetDone = false;
+            Volatile.Write(ref slot.Queue, queue); // release: the serving thread sees a fully built queue
+            if ((Status & DeviceStatus.DriverOk) != 0)
+            {
+                KickLocked(index); // re-enabled after a queue reset: look at it once
+            }
         }
     }
 
     /// <summary>
-    /// Resets one queue (QueueReset = 1, with <c>VIRTIO_F_RING_RESET</c>): detaches it and returns its
-    /// configuration to the initial state; <see cref="IsQueueResetDone"/> then reads 1.
+    /// Resets one queue (QueueReset = 1, with <c>VIRTIO_F_RING_RESET</c>): parks the workers, detaches the ring,
+    /// drops completions still pending for it, and returns its configuration to the initial state;
+    /// <see cref="IsQueueResetDone"/> then reads 1.
     /// </summary>
     public void ResetQueue(int index)
     {
         lock (_control)
         {
-            if ((uint)index >= (uint)_queues.Length || (_negotiatedFeatures & (1UL << VirtioFeatureBits.RingReset)) == 0)
+            if ((uint)index >= (uint)_queues.Length || (NegotiatedFeatures & (1UL << VirtioFeatureBits.RingReset)) == 0 || _disposed)
             {
                 return;
             }
 
-            _queues[index].Clear(MaxQueueSize);
-            _queues[index].ResetDone = true;
-            OnQueueReset(index);
+            ParkWorkers();
+            try
+            {
+                DetachLocked(_queues[index]);
+                _queues[index].ClearConfiguration(MaxQueueSize);
+                _queues[index].ResetDone = true;
+            }
+            finally
+            {
+                ResumeWorkers();
+            }
+
+            RunCallback(d => d.OnQueueReset(index), nameof(OnQueueReset), index);
         }
     }
 
     /// <summary>
-    /// A driver notification for queue <paramref name="index"/> (QueueNotify, or an ioeventfd the VMM wired).
-    /// <paramref name="notificationData"/> is the full 32-bit value written, meaningful with
-    /// <c>VIRTIO_F_NOTIFICATION_DATA</c> (queue index in bits 0-15, then the driver's next position).
-    /// Ignored unless DRIVER_OK is set and the queue is ready. A queue the guest broke sets DEVICE_NEEDS_RESET.
+    /// A driver notification for queue <paramref name="index"/> (QueueNotify). <paramref name="notificationData"/>
+    /// is the full 32-bit value written, meaningful with <c>VIRTIO_F_NOTIFICATION_DATA</c> (queue index in bits
+    /// 0-15, then the driver's next position). Inline, the queue is served on this thread; with workers this
+    /// signals the queue's kick eventfd and returns (a VMM that registered <see cref="KickEventFd"/> as an
+    /// ioeventfd never gets here). Ignored unless DRIVER_OK is set and the queue is ready.
     /// </summary>
     public void NotifyQueue(int index, uint notificationData = 0)
     {
+        if ((uint)index >= (uint)_queues.Length)
+        {
+            return;
+        }
+
+        VirtqueueSlot slot = _queues[index];
+        if (_threading != QueueThreading.Inline)
+        {
+            Volatile.Write(ref slot.NotificationData, notificationData);
+            if (OperatingSystem.IsLinux())
+            {
+                slot.Kick?.Signal();
+            }
+
+            return;
+        }
+
         lock (_control)
         {
-            if ((uint)index >= (uint)_queues.Length
-                || (_status & (DeviceStatus.DriverOk | DeviceStatus.DeviceNeedsReset | DeviceStatus.Failed)) != DeviceStatus.DriverOk)
-            {
-                return;
-            }
-
-            DeviceVirtqueue? queue = _queues[index].Queue;
-            if (queue is null)
-            {
-                return;
-            }
-
-            OnQueueNotify(index, queue, notificationData);
-            if (queue.IsBroken)
-            {
-                LastQueueError = queue.Error;
-                NeedsResetLocked();
-            }
+            slot.NotificationData = notificationData;
+            ServeQueue(index, kicked: true);
         }
     }
-
-    /// <summary>The error that last made the device set DEVICE_NEEDS_RESET.</summary>
-    public QueueError LastQueueError { get; private set; }
 
     /// <summary>
     /// Reads configuration space. Returns the bytes copied: 0 when the range is not inside the space (the read
@@ -374,9 +512,9 @@ public abstract class VirtioDevice : IDisposable
     /// </summary>
     public int ReadConfig(int offset, Span<byte> destination)
     {
-        lock (_control)
+        lock (_configLock)
         {
-            if (offset < 0 || destination.Length > _config.Length - offset || offset > _config.Length)
+            if (offset < 0 || offset > _config.Length || destination.Length > _config.Length - offset)
             {
                 return 0;
             }
@@ -391,17 +529,22 @@ public abstract class VirtioDevice : IDisposable
     {
         lock (_control)
         {
-            if (offset < 0 || offset > _config.Length || source.Length > _config.Length - offset)
+            lock (_configLock)
             {
-                return;
+                if (offset < 0 || offset > _config.Length || source.Length > _config.Length - offset)
+                {
+                    return;
+                }
+
+                source.CopyTo(_config.AsSpan(offset));
             }
 
-            source.CopyTo(_config.AsSpan(offset));
-            OnConfigWritten(offset, source.Length);
+            int length = source.Length;
+            RunCallback(d => d.OnConfigWritten(offset, length), nameof(OnConfigWritten), -1);
         }
     }
 
-    /// <summary>Disposes every attached queue.</summary>
+    /// <summary>Stops the workers, then disposes every attached queue and the kick eventfds.</summary>
     public void Dispose()
     {
         Dispose(true);
@@ -412,28 +555,39 @@ public abstract class VirtioDevice : IDisposable
     protected abstract GuestMemory Memory { get; }
 
     /// <summary>
-    /// The device's configuration space, for the model to read (and initialise in its constructor and
-    /// <see cref="OnReset"/>). After changing it while the driver runs, call <see cref="CommitConfigChange"/>.
+    /// The device's configuration space, for the model to initialise in its constructor and in
+    /// <see cref="OnReset"/> (both run while no driver can read it). To change it while the driver runs, use
+    /// <see cref="BeginConfigChange"/>.
     /// </summary>
     protected Span<byte> Config => _config;
 
-    /// <summary>The queue at <paramref name="index"/> if the driver made it ready; for models that process on their own threads.</summary>
-    protected DeviceVirtqueue? Queue(int index) => (uint)index < (uint)_queues.Length ? _queues[index].Queue : null;
+    /// <summary>
+    /// The queue at <paramref name="index"/> if the driver made it ready. Only the thread that serves the queue
+    /// (the one running <see cref="OnQueueNotify"/>) may use it, and only until that callback returns.
+    /// </summary>
+    protected DeviceVirtqueue? Queue(int index) => (uint)index < (uint)_queues.Length ? Volatile.Read(ref _queues[index].Queue) : null;
 
-    /// <summary>Processes a notification for a ready queue; runs under the device lock.</summary>
+    /// <summary>
+    /// Processes a notification for a ready queue, on the serving thread (see <see cref="Threading"/>). May also
+    /// be called with nothing new in the queue (after DRIVER_OK, a restore or a worker's resume): pop until
+    /// <see cref="DeviceVirtqueue.TryPop"/> says there is nothing.
+    /// </summary>
     protected abstract void OnQueueNotify(int index, DeviceVirtqueue queue, uint notificationData);
 
-    /// <summary>Called when the driver sets DRIVER_OK.</summary>
+    /// <summary>Called when the driver sets DRIVER_OK, on the control thread.</summary>
     protected virtual void OnDriverOk()
     {
     }
 
-    /// <summary>Called on device reset, after the queues are gone: return every device resource to its initial state.</summary>
+    /// <summary>
+    /// Called on device reset, on the control thread, after the workers parked and the queues are gone: return
+    /// every device resource to its initial state (configuration space included, through <see cref="Config"/>).
+    /// </summary>
     protected virtual void OnReset()
     {
     }
 
-    /// <summary>Called after a single queue reset.</summary>
+    /// <summary>Called after a single queue reset, on the control thread.</summary>
     protected virtual void OnQueueReset(int index)
     {
     }
@@ -441,94 +595,180 @@ public abstract class VirtioDevice : IDisposable
     /// <summary>Device-specific check of the features the driver accepted (the subset and VERSION_1 are checked already).</summary>
     protected virtual bool AcceptFeatures(ulong features) => true;
 
-    /// <summary>Called after the driver wrote configuration space.</summary>
+    /// <summary>Called after the driver wrote configuration space, on the control thread.</summary>
     protected virtual void OnConfigWritten(int offset, int length)
     {
     }
 
     /// <summary>
-    /// The model changed configuration space: bumps the generation counter and, once the driver is running,
-    /// sends a configuration change notification (2.4.1).
+    /// Starts a change of configuration space from any thread: the returned scope holds the configuration lock,
+    /// so the driver never reads a half-written field; disposing it bumps the generation counter and, once the
+    /// driver is running, sends a configuration change notification (2.4.1, 2.5.1).
+    /// <code>
+    /// using (ConfigChange change = BeginConfigChange())
+    /// {
+    ///     BinaryPrimitives.WriteUInt32LittleEndian(change.Config, numPages);
+    /// }
+    /// </code>
     /// </summary>
-    protected void CommitConfigChange()
+    protected ConfigChange BeginConfigChange()
     {
-        lock (_control)
-        {
-            _configGeneration++;
-            if ((_status & DeviceStatus.DriverOk) != 0)
-            {
-                Interrupt?.Raise(VirtioInterruptReason.ConfigurationChange, -1);
-            }
-        }
+        Monitor.Enter(_configLock);
+        return new ConfigChange(this, _config);
     }
 
     /// <summary>Sends a used buffer notification for queue <paramref name="index"/>.</summary>
     protected void SignalUsedBuffers(int index) => Interrupt?.Raise(VirtioInterruptReason.UsedBuffer, index);
 
-    /// <summary>Disposes queues.</summary>
+    /// <summary>Stops workers and disposes queues.</summary>
     protected virtual void Dispose(bool disposing)
     {
-        if (_disposed || !disposing)
+        if (!disposing)
         {
             return;
         }
 
-        _disposed = true;
         lock (_control)
         {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            StopWorkers();
             foreach (VirtqueueSlot slot in _queues)
             {
-                slot.Clear(MaxQueueSize);
+                DetachLocked(slot);
+                slot.ClearConfiguration(MaxQueueSize);
             }
+
+            DisposeKicks();
         }
     }
 
-    private bool FeaturesAcceptable(ulong features) =>
-        (features & ~DeviceFeatures) == 0
-        && ((features & (1UL << VirtioFeatureBits.Version1)) != 0 || LegacyTransport)
-        && AcceptFeatures(features);
-
-    private void NeedsResetLocked()
+    /// <summary>Ends a <see cref="ConfigChange"/>: new generation, lock released, then the notification.</summary>
+    internal void EndConfigChange()
     {
-        bool wasSet = (_status & DeviceStatus.DeviceNeedsReset) != 0;
-        _status |= DeviceStatus.DeviceNeedsReset;
-        if (!wasSet && (_status & DeviceStatus.DriverOk) != 0)
+        Volatile.Write(ref _configGeneration, _configGeneration + 1);
+        Monitor.Exit(_configLock);
+        if ((Status & DeviceStatus.DriverOk) != 0)
         {
-            // 2.1.2: with DRIVER_OK set, DEVICE_NEEDS_RESET comes with a configuration change notification.
             Interrupt?.Raise(VirtioInterruptReason.ConfigurationChange, -1);
         }
     }
 
+    /// <summary>
+    /// Contains a failure: records it, sets DEVICE_NEEDS_RESET (a configuration change notification the first
+    /// time, when the driver is running: 2.1.2), and tells the VMM. Lock-free; any thread.
+    /// </summary>
+    [SuppressMessage("Design", "CA1031:Do not catch general exception types", Justification = "The VMM's handler must not take a device thread down.")]
+    private protected void ReportFault(VirtioDeviceFault fault)
+    {
+        Volatile.Write(ref _lastFault, fault);
+        if (fault.QueueError != QueueError.None)
+        {
+            _lastQueueError = fault.QueueError;
+        }
+
+        DeviceStatus old = (DeviceStatus)Interlocked.Or(ref _status, (int)DeviceStatus.DeviceNeedsReset);
+        if ((old & DeviceStatus.DeviceNeedsReset) == 0 && (old & DeviceStatus.DriverOk) != 0)
+        {
+            Interrupt?.Raise(VirtioInterruptReason.ConfigurationChange, -1);
+        }
+
+        try
+        {
+            Faulted?.Invoke(this, fault);
+        }
+        catch (Exception)
+        {
+            // Swallowed: see Faulted.
+        }
+    }
+
+    /// <summary>Runs a control-thread callback of the model; an exception becomes a contained fault.</summary>
+    [SuppressMessage("Design", "CA1031:Do not catch general exception types", Justification = "The device-model boundary: a model's exception must not reach the transport.")]
+    private bool RunCallback(Action<VirtioDevice> callback, string name, int queueIndex)
+    {
+        try
+        {
+            callback(this);
+            return true;
+        }
+        catch (Exception ex)
+        {
+            ReportFault(new VirtioDeviceFault(VirtioDeviceFaultKind.ModelException, name, queueIndex, QueueError.None, 0, ex));
+            return false;
+        }
+    }
+
+    [SuppressMessage("Design", "CA1031:Do not catch general exception types", Justification = "The device-model boundary: a model's exception must not reach the transport.")]
+    private bool FeaturesAcceptable(ulong features)
+    {
+        if (!FeatureSetAllowed(features))
+        {
+            return false;
+        }
+
+        try
+        {
+            return AcceptFeatures(features);
+        }
+        catch (Exception ex)
+        {
+            ReportFault(new VirtioDeviceFault(VirtioDeviceFaultKind.ModelException, nameof(AcceptFeatures), -1, QueueError.None, 0, ex));
+            return false;
+        }
+    }
+
+    /// <summary>Offered, and VERSION_1 unless the transport is legacy (3.1.1, 6.1).</summary>
+    private bool FeatureSetAllowed(ulong features) =>
+        (features & ~DeviceFeatures) == 0 && ((features & (1UL << VirtioFeatureBits.Version1)) != 0 || LegacyTransport);
+
+    private void OrStatus(DeviceStatus bits) => Interlocked.Or(ref _status, (int)bits);
+
+    private VirtqueueSlot? ConfigurableSlot(int index) =>
+        (uint)index < (uint)_queues.Length && !_queues[index].Ready ? _queues[index] : null;
+
+    /// <summary>Reset (status 0): park workers, tear the queues down, forget negotiation, let the model reset.</summary>
     private void ResetLocked()
     {
-        foreach (VirtqueueSlot slot in _queues)
+        ParkWorkers();
+        try
         {
-            slot.Clear(MaxQueueSize);
-        }
-
-        _status = DeviceStatus.Reset;
-        _driverFeatures = 0;
-        _negotiatedFeatures = 0;
-        LastQueueError = QueueError.None;
-        OnReset();
-    }
-
-    private T WithQueue<T>(int index, Func<VirtqueueSlot, T> read)
-    {
-        lock (_control)
-        {
-            return (uint)index < (uint)_queues.Length ? read(_queues[index]) : default!;
-        }
-    }
-
-    private void ConfigureQueue(int index, Action<VirtqueueSlot> change)
-    {
-        lock (_control)
-        {
-            if ((uint)index < (uint)_queues.Length && !_queues[index].Ready)
+            foreach (VirtqueueSlot slot in _queues)
             {
-                change(_queues[index]);
+                DetachLocked(slot);
+                slot.ClearConfiguration(MaxQueueSize);
+            }
+
+            Volatile.Write(ref _status, 0);
+            _driverFeatures = 0;
+            Volatile.Write(ref _negotiatedFeatures, 0UL);
+            _lastQueueError = QueueError.None;
+            Volatile.Write(ref _lastFault, null);
+            lock (_configLock)
+            {
+                RunCallback(static d => d.OnReset(), nameof(OnReset), -1);
             }
         }
+        finally
+        {
+            ResumeWorkers();
+        }
+    }
+
+    /// <summary>
+    /// Detaches a queue's ring (the serving thread is parked or is this one): a new incarnation, pending
+    /// completions dropped and counted, the ring released.
+    /// </summary>
+    private void DetachLocked(VirtqueueSlot slot)
+    {
+        DeviceVirtqueue? queue = slot.Queue;
+        Volatile.Write(ref slot.Queue, null);
+        Interlocked.Increment(ref slot.Epoch);
+        DropPendingCompletions(slot);
+        queue?.Dispose();
     }
 }

@@ -107,8 +107,8 @@ public class PackedNotificationAndStateTests
 
             Assert.True(driver.TryAdd([new GuestRange(Buf, 8)], [], 99));
             Assert.True(device.TryPop(out DescriptorChain held));
-            Assert.Throws<InvalidOperationException>(() => device.SaveState()); // a buffer is in flight
             device.PushUsed(held.Id, 0);
+            Assert.Throws<InvalidOperationException>(() => device.SaveState()); // a pushed used descriptor is unpublished
             device.PublishUsed();
             state = device.SaveState();
         }

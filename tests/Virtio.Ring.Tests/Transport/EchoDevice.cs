@@ -37,8 +37,8 @@ internal sealed class EchoDevice : VirtioDevice
     /// <summary>The device changes its config: new value, generation bump, configuration change notification.</summary>
     public void SetValue(uint value)
     {
-        BinaryPrimitives.WriteUInt32LittleEndian(Config, value);
-        CommitConfigChange();
+        using ConfigChange change = BeginConfigChange();
+        BinaryPrimitives.WriteUInt32LittleEndian(change.Config, value);
     }
 
     protected override void OnQueueNotify(int index, DeviceVirtqueue queue, uint notificationData)

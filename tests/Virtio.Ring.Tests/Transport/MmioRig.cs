@@ -1,4 +1,5 @@
 using System;
+using Virtio.Ring.Transport;
 using Virtio.Ring.Transport.Mmio;
 
 namespace Virtio.Ring.Tests.Transport;
@@ -13,7 +14,7 @@ internal sealed class MmioRig : IDisposable
     {
         Memory = GuestMemory.Allocate(8 << 20);
         Device = new EchoDevice(Memory, deviceFeatures);
-        Transport = new VirtioMmioTransport(Device, () => Interrupts++, legacy, vendorId: 0x1AF4);
+        Transport = new VirtioMmioTransport(Device, new InterruptLine(() => Interrupts++), legacy, vendorId: 0x1AF4);
         Driver = new VirtioMmioDriver(Transport);
     }
 

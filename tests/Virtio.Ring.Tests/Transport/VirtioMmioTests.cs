@@ -183,8 +183,9 @@ public class VirtioMmioTests
         Assert.Equal(QueueError.BufferNotInGuestMemory, rig.Device.LastQueueError);
 
         // Further notifications are ignored until the driver resets the device.
+        int served = rig.Device.Notifications;
         rig.Driver.Notify(0);
-        Assert.Equal(1, rig.Device.Notifications);
+        Assert.Equal(served, rig.Device.Notifications);
     }
 
     [Theory]

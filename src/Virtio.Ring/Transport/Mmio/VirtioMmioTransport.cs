@@ -12,13 +12,23 @@ namespace Virtio.Ring.Transport.Mmio;
 /// <para>
 /// Nothing a guest writes makes it throw: control registers take aligned 32-bit accesses only; anything else, an
 /// unknown offset, a read of a write-only register or a write of a read-only one is ignored (reads return 0) and
-/// counted in <see cref="InvalidAccesses"/>, with <see cref="InvalidAccess"/> called for the VMM's log.
+/// counted in <see cref="InvalidAccesses"/>, with <see cref="InvalidAccess"/> called for the VMM's log; and
+/// the device model's own failures are contained by <see cref="VirtioDevice"/> (DEVICE_NEEDS_RESET and
+/// <see cref="VirtioDevice.Faulted"/>), so they never come out of <see cref="Read"/> or <see cref="Write"/>.
+/// </para>
+/// <para>
+/// <b>The interrupt line.</b> InterruptStatus gaining a bit raises the <see cref="IInterruptLine"/>; the guest
+/// clearing the last bit through InterruptAck (or a reset) lowers it, so a level-triggered line follows the
+/// status. A device may raise from a worker thread while a vCPU acknowledges: after lowering, the transport looks
+/// at the status once more and raises again if a bit arrived meanwhile, so no interrupt is lost between the two.
 /// </para>
 /// </summary>
 public sealed class VirtioMmioTransport : IVirtioMmioBus, IVirtioInterrupt
 {
     private readonly VirtioDevice _device;
-    private readonly Action? _raiseInterruptLine;
+    private const uint SnapshotMagic = 0x494D_4D56; // "VMMI" read as little-endian bytes
+    private const ushort SnapshotVersion = 1;
+    private readonly IInterruptLine? _interruptLine;
     private readonly uint[] _legacyQueueAlign;
     private readonly uint[] _legacyQueuePfn;
     private uint _interruptStatus;
@@ -30,14 +40,18 @@ public sealed class VirtioMmioTransport : IVirtioMmioBus, IVirtioInterrupt
 
     /// <summary>Wires <paramref name="device"/> to an MMIO register window.</summary>
     /// <param name="device">The device model; its <see cref="VirtioDevice.Interrupt"/> is set to this transport.</param>
-    /// <param name="raiseInterruptLine">Called whenever InterruptStatus gains a bit (the VMM's irqfd or GIC/IOAPIC line).</param>
+    /// <param name="interruptLine">
+    /// The device's interrupt line: raised whenever InterruptStatus gains a bit, lowered when the guest has
+    /// acknowledged every bit (an <see cref="Linux.EventFdInterruptLine"/> for a KVM irqfd, or an
+    /// <see cref="InterruptLine"/> over the VMM's own interrupt controller).
+    /// </param>
     /// <param name="legacy">Version 1 (legacy) register layout instead of Version 2.</param>
     /// <param name="vendorId">VendorID register.</param>
-    public VirtioMmioTransport(VirtioDevice device, Action? raiseInterruptLine = null, bool legacy = false, uint vendorId = 0)
+    public VirtioMmioTransport(VirtioDevice device, IInterruptLine? interruptLine = null, bool legacy = false, uint vendorId = 0)
     {
         ArgumentNullException.ThrowIfNull(device);
         _device = device;
-        _raiseInterruptLine = raiseInterruptLine;
+        _interruptLine = interruptLine;
         IsLegacy = legacy;
         VendorId = vendorId;
         _legacyQueueAlign = new uint[device.QueueCount];
@@ -74,8 +88,20 @@ public sealed class VirtioMmioTransport : IVirtioMmioBus, IVirtioInterrupt
             return;
         }
 
-        Interlocked.Or(ref _interruptStatus, bits);
-        _raiseInterruptLine?.Invoke();
+        Interlocked.Or(ref _interruptStatus, bits); // full barrier: the bit is visible before the line goes up
+        _interruptLine?.Raise();
+    }
+
+    /// <summary>
+    /// For a resampling irqfd (KVM_IRQFD_FLAG_RESAMPLE): KVM lowered the level at the guest's EOI and signalled
+    /// the resample eventfd; raise the line again if InterruptStatus still has a bit the guest did not acknowledge.
+    /// </summary>
+    public void ResampleInterruptLine()
+    {
+        if (Volatile.Read(ref _interruptStatus) != 0)
+        {
+            _interruptLine?.Raise();
+        }
     }
 
     /// <inheritdoc/>
@@ -152,7 +178,7 @@ public sealed class VirtioMmioTransport : IVirtioMmioBus, IVirtioInterrupt
             case VirtioMmioRegisters.QueueNotify:
                 _device.NotifyQueue((int)(value & 0xFFFF), value);
                 break;
-            case VirtioMmioRegisters.InterruptAck: Interlocked.And(ref _interruptStatus, ~value); break;
+            case VirtioMmioRegisters.InterruptAck: AcknowledgeInterrupts(value); break;
             case VirtioMmioRegisters.Status: WriteStatus(value); break;
             case VirtioMmioRegisters.QueueDescLow when !IsLegacy: SetLow(index, 0, value); break;
             case VirtioMmioRegisters.QueueDescHigh when !IsLegacy: SetHigh(index, 0, value); break;
@@ -181,12 +207,134 @@ public sealed class VirtioMmioTransport : IVirtioMmioBus, IVirtioInterrupt
         }
     }
 
+    /// <summary>
+    /// Restores the transport and its device from <see cref="SaveState"/>'s bytes, checking them like guest
+    /// input; false with the reason when refused (the device is then reset and the registers are at their reset
+    /// values). The interrupt line is raised if the restored status has a bit pending.
+    /// </summary>
+    public bool TryRestoreState(ReadOnlySpan<byte> state, out DeviceStateError error)
+    {
+        var r = new DeviceStateReader(state);
+        uint magic = r.ReadUInt32();
+        ushort version = r.ReadUInt16();
+        bool legacy = r.ReadBoolean();
+        uint interruptStatus = r.ReadUInt32();
+        uint deviceFeaturesSel = r.ReadUInt32();
+        uint driverFeaturesSel = r.ReadUInt32();
+        uint queueSel = r.ReadUInt32();
+        uint guestPageSize = r.ReadUInt32();
+        uint queues = r.ReadUInt32();
+        error = !r.IsValid ? DeviceStateError.Malformed
+            : magic != SnapshotMagic ? DeviceStateError.WrongMagic
+            : version != SnapshotVersion ? DeviceStateError.UnsupportedVersion
+            : legacy != IsLegacy || queues != (uint)_legacyQueuePfn.Length ? DeviceStateError.DeviceMismatch
+            : (interruptStatus & ~3u) != 0 ? DeviceStateError.InvalidTransportState
+            : DeviceStateError.None;
+        uint[] align = new uint[_legacyQueueAlign.Length];
+        uint[] pfn = new uint[_legacyQueuePfn.Length];
+        for (int i = 0; error == DeviceStateError.None && i < align.Length; i++)
+        {
+            align[i] = r.ReadUInt32();
+            pfn[i] = r.ReadUInt32();
+        }
+
+        ReadOnlySpan<byte> device = r.ReadBytes(int.MaxValue);
+        if (error == DeviceStateError.None && (!r.IsValid || r.Remaining != 0))
+        {
+            error = DeviceStateError.Malformed;
+        }
+
+        if (error == DeviceStateError.None)
+        {
+            _device.TryRestoreState(device, out error);
+        }
+
+        if (error != DeviceStateError.None)
+        {
+            _device.WriteStatus(DeviceStatus.Reset);
+            ResetRegisters();
+            return false;
+        }
+
+        _deviceFeaturesSel = deviceFeaturesSel;
+        _driverFeaturesSel = driverFeaturesSel;
+        _queueSel = queueSel;
+        _legacyGuestPageSize = guestPageSize;
+        align.CopyTo(_legacyQueueAlign, 0);
+        pfn.CopyTo(_legacyQueuePfn, 0);
+        Volatile.Write(ref _interruptStatus, interruptStatus);
+        ResampleInterruptLine();
+        return true;
+    }
+
+    /// <summary>
+    /// Saves the transport's registers (InterruptStatus, the selectors, the legacy queue registers) and its
+    /// device (<see cref="VirtioDevice.SaveState"/>) as one versioned byte string. The VMM pauses the vCPUs first,
+    /// so no register access races the save.
+    /// </summary>
+    public byte[] SaveState()
+    {
+        var w = new DeviceStateWriter();
+        w.WriteUInt32(SnapshotMagic);
+        w.WriteUInt16(SnapshotVersion);
+        w.WriteBoolean(IsLegacy);
+        w.WriteUInt32(Volatile.Read(ref _interruptStatus));
+        w.WriteUInt32(_deviceFeaturesSel);
+        w.WriteUInt32(_driverFeaturesSel);
+        w.WriteUInt32(_queueSel);
+        w.WriteUInt32(_legacyGuestPageSize);
+        w.WriteUInt32((uint)_legacyQueuePfn.Length);
+        for (int i = 0; i < _legacyQueuePfn.Length; i++)
+        {
+            w.WriteUInt32(_legacyQueueAlign[i]);
+            w.WriteUInt32(_legacyQueuePfn[i]);
+        }
+
+        w.WriteBytes(_device.SaveState());
+        return w.ToArray();
+    }
+
+    /// <summary>
+    /// InterruptAck (4.2.2): clears the acknowledged bits; when none is left, lowers the line, then looks once
+    /// more, because a device thread may have set a bit (and raised) between the clear and the lower.
+    /// </summary>
+    private void AcknowledgeInterrupts(uint value)
+    {
+        if (Interlocked.And(ref _interruptStatus, ~value) == 0 || _interruptLine is null)
+        {
+            return; // nothing was pending, or no line to lower
+        }
+
+        if (Volatile.Read(ref _interruptStatus) == 0)
+        {
+            _interruptLine.Lower();
+            Interlocked.MemoryBarrier(); // the lower is done before the status is read again (store-load)
+            if (Volatile.Read(ref _interruptStatus) != 0)
+            {
+                _interruptLine.Raise();
+            }
+        }
+    }
+
+    private void ResetRegisters()
+    {
+        Volatile.Write(ref _interruptStatus, 0);
+        _interruptLine?.Lower();
+        Array.Clear(_legacyQueuePfn);
+        Array.Fill(_legacyQueueAlign, 4096u);
+        _legacyGuestPageSize = 4096;
+        _deviceFeaturesSel = 0;
+        _driverFeaturesSel = 0;
+        _queueSel = 0;
+    }
+
     private void WriteStatus(uint value)
     {
         if (value == 0)
         {
             _device.WriteStatus(DeviceStatus.Reset);
             Volatile.Write(ref _interruptStatus, 0);
+            _interruptLine?.Lower();
             Array.Clear(_legacyQueuePfn);
             return;
         }
