@@ -40,6 +40,7 @@ internal sealed unsafe class QueueWorker : IDisposable
     private bool _resumePass;   // guarded by _serve: serve every queue once
     private bool _exit;         // guarded by _serve
     private int _parkedHint;    // _parked, readable without the lock: which eventfds to poll
+    private int _osThreadId;
 
     public QueueWorker(VirtioDevice device, int[] queues, EventFd[] kicks, string name)
     {
@@ -57,6 +58,9 @@ internal sealed unsafe class QueueWorker : IDisposable
         _thread = new Thread(Run) { IsBackground = true, Name = name };
         _thread.Start();
     }
+
+    /// <summary>The worker's Linux thread ID (for /proc/self/task/TID), once it has started; 0 before.</summary>
+    public int OsThreadId => Volatile.Read(ref _osThreadId);
 
     /// <summary>Wakes the worker (completions were handed over, or it must look at its flags).</summary>
     public void Wake() => _wake.Signal();
@@ -102,6 +106,7 @@ internal sealed unsafe class QueueWorker : IDisposable
 
     private void Run()
     {
+        Volatile.Write(ref _osThreadId, LinuxSyscalls.GetTid());
         fixed (LinuxSyscalls.PollFd* fds = _pollFds)
         {
             while (true)

@@ -34,7 +34,7 @@ public abstract partial class VirtioDevice
     /// Completes a deferred chain from any thread: it will be pushed as used with
     /// <paramref name="writtenLength"/> bytes written, published, and the driver notified as its event
     /// suppression asks. Returns false when the chain's queue was reset since the pop: the completion is dropped
-    /// and counted. Allocates nothing (the queue's hand-off ring is created on the first completion). Complete a
+    /// and counted (one that races the reset is handed over, then dropped and counted by the reset or the drain). Allocates nothing (the queue's hand-off ring is created on the first completion). Complete a
     /// ticket once; completing a chain twice is a model bug and faults the device.
     /// </summary>
     public bool Complete(in CompletionTicket ticket, uint writtenLength)
@@ -45,6 +45,12 @@ public abstract partial class VirtioDevice
         }
 
         VirtqueueSlot slot = _queues[ticket.QueueIndex];
+        if (Volatile.Read(ref slot.Epoch) != ticket.Epoch)
+        {
+            Interlocked.Increment(ref _droppedCompletions); // the reset already happened: drop it here
+            return false;
+        }
+
         CompletionRing ring = slot.Completions ?? CreateCompletionRing(slot);
         var spin = new SpinWait();
         while (!ring.TryEnqueue(ticket.Epoch, ticket.ChainId, writtenLength))
@@ -65,7 +71,7 @@ public abstract partial class VirtioDevice
         }
 
         RingDoorbell(ticket.QueueIndex, slot);
-        return Volatile.Read(ref slot.Epoch) == ticket.Epoch;
+        return true; // handed over; a reset racing this call still drops it, counted where it is drained
     }
 
     private void RingDoorbell(int index, VirtqueueSlot slot)

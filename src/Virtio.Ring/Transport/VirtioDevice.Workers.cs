@@ -62,6 +62,18 @@ public abstract partial class VirtioDevice
         }
     }
 
+    /// <summary>The workers' Linux thread IDs (0 for one not started yet); empty inline. For tests and diagnostics.</summary>
+    internal int[] WorkerThreadIds()
+    {
+        int[] ids = new int[_workers.Length];
+        for (int i = 0; i < ids.Length && OperatingSystem.IsLinux(); i++)
+        {
+            ids[i] = _workers[i].OsThreadId;
+        }
+
+        return ids;
+    }
+
     /// <summary>Has the serving thread look at queue <paramref name="index"/> (control thread, under the lock).</summary>
     private void KickLocked(int index)
     {

@@ -1,39 +1,83 @@
 using System;
+using System.Collections.Generic;
+using System.Threading;
 using Virtio.Ring.Transport;
 using Virtio.Ring.Transport.Mmio;
 
 namespace Virtio.Ring.Tests.Transport;
 
-/// <summary>Guest memory, an echo device behind a virtio-mmio transport, and the guest's register-level driver.</summary>
+/// <summary>
+/// Guest memory, an echo device behind a virtio-mmio transport, and the guest's register-level driver. The
+/// interrupt line is level-modelled: <see cref="LineLevel"/> follows Raise/Lower, and each raise releases
+/// <see cref="WaitForInterrupt"/>, so a test can wait for a worker's answer with a bounded wait.
+/// </summary>
 internal sealed class MmioRig : IDisposable
 {
     public const ulong RingBase = 0x1_0000;
     public const ulong DataBase = 0x10_0000;
 
-    public MmioRig(bool legacy = false, ulong deviceFeatures = 0)
+    private readonly SemaphoreSlim _interrupt = new(0);
+    private readonly bool _legacy;
+    private readonly ulong _deviceFeatures;
+    private readonly VirtioDeviceOptions? _options;
+    private int _interrupts;
+    private int _level;
+
+    public MmioRig(bool legacy = false, ulong deviceFeatures = 0, VirtioDeviceOptions? options = null)
     {
+        _legacy = legacy;
+        _deviceFeatures = deviceFeatures;
+        _options = options;
         Memory = GuestMemory.Allocate(8 << 20);
-        Device = new EchoDevice(Memory, deviceFeatures);
-        Transport = new VirtioMmioTransport(Device, new InterruptLine(() => Interrupts++), legacy, vendorId: 0x1AF4);
+        Line = new InterruptLine(
+            () =>
+            {
+                Interlocked.Increment(ref _interrupts);
+                Volatile.Write(ref _level, 1);
+                _interrupt.Release();
+            },
+            () => Volatile.Write(ref _level, 0));
+        Device = new EchoDevice(Memory, deviceFeatures, options: options);
+        Transport = new VirtioMmioTransport(Device, Line, legacy, vendorId: 0x1AF4);
         Driver = new VirtioMmioDriver(Transport);
     }
 
     public GuestMemory Memory { get; }
 
-    public EchoDevice Device { get; }
+    public InterruptLine Line { get; }
 
-    public VirtioMmioTransport Transport { get; }
+    public EchoDevice Device { get; private set; }
 
-    public VirtioMmioDriver Driver { get; }
+    public VirtioMmioTransport Transport { get; private set; }
 
-    public int Interrupts { get; private set; }
+    public VirtioMmioDriver Driver { get; private set; }
+
+    public int Interrupts => Volatile.Read(ref _interrupts);
+
+    public bool LineLevel => Volatile.Read(ref _level) != 0;
 
     public DriverVirtqueue<int>? Queue { get; private set; }
 
-    /// <summary>Places queue 0 in guest memory in the negotiated format and programs it through the registers.</summary>
-    public bool SetupQueue0(int size = 32)
+    /// <summary>
+    /// Live update: saves the transport, disposes the device, builds a fresh one (same options) over the same
+    /// guest memory and restores into it. The guest's driver objects carry on against the new transport.
+    /// </summary>
+    public DeviceStateError ReplaceDevice(Action<EchoDevice>? configure = null)
     {
-        ulong features = Driver.NegotiatedFeatures;
+        byte[] state = Transport.SaveState();
+        Device.Dispose();
+        Device = new EchoDevice(Memory, _deviceFeatures, options: _options);
+        configure?.Invoke(Device);
+        Transport = new VirtioMmioTransport(Device, Line, _legacy, vendorId: 0x1AF4);
+        Driver = new VirtioMmioDriver(Transport);
+        Transport.TryRestoreState(state, out DeviceStateError error);
+        return error;
+    }
+
+    /// <summary>Places queue 0 in guest memory in the negotiated format and programs it through the registers.</summary>
+    public bool SetupQueue0(int size = 32, ulong? negotiated = null)
+    {
+        ulong features = negotiated ?? Driver.NegotiatedFeatures;
         VirtqueueAddresses addresses = VirtqueueAddresses.Compact(
             (features & (1UL << VirtioFeatureBits.RingPacked)) != 0 ? VirtqueueFormat.Packed : VirtqueueFormat.Split, RingBase, size);
         Queue?.Dispose();
@@ -48,8 +92,9 @@ internal sealed class MmioRig : IDisposable
         for (int i = 0; i < count; i++)
         {
             int token = firstToken + i;
-            ulong slot = DataBase + ((ulong)(token % 1024) * 16);
+            ulong slot = SlotOf(token);
             BitConverter.TryWriteBytes(Span(slot, 4), token);
+            Span(slot + 8, 4).Clear();
             if (!Queue!.TryAdd([new GuestRange(slot, 4)], [new GuestRange(slot + 8, 4)], token))
             {
                 break;
@@ -69,16 +114,57 @@ internal sealed class MmioRig : IDisposable
     /// <summary>Takes every used buffer back, checking each echo, and returns the tokens.</summary>
     public int[] Receive()
     {
-        var tokens = new System.Collections.Generic.List<int>();
+        var tokens = new List<int>();
         while (Queue!.TryGetUsed(out int token, out uint length))
         {
-            Assert.Equal(4u, length);
-            ulong slot = DataBase + ((ulong)(token % 1024) * 16);
-            Assert.Equal(token, BitConverter.ToInt32(Span(slot + 8, 4)));
+            CheckEcho(token, length);
             tokens.Add(token);
         }
 
         return tokens.ToArray();
+    }
+
+    /// <summary>
+    /// Takes used buffers until <paramref name="count"/> came back or <paramref name="timeout"/> passed, sleeping
+    /// on the interrupt line in between (used notifications re-enabled with the re-check, so none is missed).
+    /// </summary>
+    public List<int> ReceiveAtLeast(int count, TimeSpan timeout)
+    {
+        var tokens = new List<int>();
+        DateTime deadline = DateTime.UtcNow + timeout;
+        while (tokens.Count < count)
+        {
+            tokens.AddRange(Receive());
+            if (tokens.Count >= count)
+            {
+                break;
+            }
+
+            if (Queue!.EnableUsedNotifications() == NotificationRecheck.BuffersPending)
+            {
+                continue;
+            }
+
+            TimeSpan left = deadline - DateTime.UtcNow;
+            if (left <= TimeSpan.Zero || !_interrupt.Wait(left))
+            {
+                tokens.AddRange(Receive());
+                break;
+            }
+
+            Driver.TakeInterrupts();
+        }
+
+        return tokens;
+    }
+
+    /// <summary>Waits for the next interrupt (bounded).</summary>
+    public bool WaitForInterrupt(TimeSpan timeout) => _interrupt.Wait(timeout);
+
+    public void CheckEcho(int token, uint length)
+    {
+        Assert.Equal(4u, length);
+        Assert.Equal(token, BitConverter.ToInt32(Span(SlotOf(token) + 8, 4)));
     }
 
     public Span<byte> Span(ulong gpa, int length)
@@ -92,6 +178,8 @@ internal sealed class MmioRig : IDisposable
         Queue?.Dispose();
         Device.Dispose();
         Memory.Dispose();
+        _interrupt.Dispose();
     }
 
+    private static ulong SlotOf(int token) => DataBase + ((ulong)(token % 4096) * 16);
 }

@@ -75,15 +75,22 @@ public sealed unsafe class EventFd : SafeHandle
 
     /// <summary>
     /// Adds <paramref name="value"/> to the counter, waking every waiter. A counter that would overflow (only
-    /// after 2^64 - 2 unconsumed signals) leaves the signal pending, which is all a waiter needs.
+    /// after 2^64 - 2 unconsumed signals) leaves the signal pending, which is all a waiter needs. Signalling an
+    /// eventfd that was disposed meanwhile does nothing and returns false: a notification racing a teardown is
+    /// moot, and must not become an exception on the notifying (vCPU) thread.
     /// </summary>
-    public void Signal(ulong value = 1)
+    public bool Signal(ulong value = 1)
     {
         bool added = false;
         try
         {
             DangerousAddRef(ref added);
             _ = LinuxSyscalls.Write(FileDescriptor, &value, sizeof(ulong)); // EAGAIN: already signalled, nothing lost
+            return true;
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
         }
         finally
         {
