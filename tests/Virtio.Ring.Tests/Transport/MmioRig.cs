@@ -181,5 +181,5 @@ internal sealed class MmioRig : IDisposable
         _interrupt.Dispose();
     }
 
-    private static ulong SlotOf(int token) => DataBase + ((ulong)(token % 4096) * 16);
+    public static ulong SlotOf(int token) => DataBase + ((ulong)(token % 4096) * 16);
 }

@@ -1,0 +1,68 @@
+using System;
+using Virtio.Ring.Transport;
+using R = Virtio.Ring.Transport.Mmio.VirtioMmioRegisters;
+
+namespace Virtio.Ring.Tests.Transport;
+
+/// <summary>A device chooses the transport features it offers (VIRTIO 1.2, 6); VERSION_1 always.</summary>
+public class DeviceOptionsTests
+{
+    private const ulong Version1 = 1UL << VirtioFeatureBits.Version1;
+    private const ulong EventIdx = 1UL << VirtioFeatureBits.EventIdx;
+    private const ulong Packed = 1UL << VirtioFeatureBits.RingPacked;
+    private const ulong NotificationData = 1UL << VirtioFeatureBits.NotificationData;
+    private const ulong RingReset = 1UL << VirtioFeatureBits.RingReset;
+
+    [Fact]
+    public void The_default_offer_is_the_documented_set()
+    {
+        using var rig = new MmioRig();
+        Assert.Equal(VirtioDevice.DefaultTransportFeatures, rig.Driver.ReadDeviceFeatures());
+    }
+
+    [Fact]
+    public void A_device_that_leaves_out_the_packed_ring_gets_a_split_queue_from_a_driver_that_wanted_packed()
+    {
+        using var rig = new MmioRig(options: new VirtioDeviceOptions { TransportFeatures = Version1 | EventIdx });
+        ulong offered = rig.Driver.ReadDeviceFeatures();
+        Assert.Equal(0UL, offered & (Packed | NotificationData | RingReset));
+        Assert.True(rig.Driver.Initialize(Version1 | EventIdx | Packed | NotificationData));
+        Assert.Equal(Version1 | EventIdx, rig.Driver.NegotiatedFeatures);
+        Assert.True(rig.SetupQueue0(16));
+        rig.Driver.SetDriverOk();
+        Assert.Equal(VirtqueueFormat.Split, rig.Queue!.Format);
+        Assert.Equal(4, rig.Send(0, 4));
+        Assert.Equal(4, rig.Receive().Length);
+    }
+
+    [Fact]
+    public void A_feature_the_device_left_out_is_refused_at_FEATURES_OK()
+    {
+        using var rig = new MmioRig(options: new VirtioDeviceOptions { TransportFeatures = Version1 });
+        rig.Driver.Reset();
+        rig.Transport.Write(R.Status, 4, (uint)DeviceStatus.Acknowledge);
+        rig.Transport.Write(R.Status, 4, (uint)(DeviceStatus.Acknowledge | DeviceStatus.Driver));
+        Assert.False(rig.Driver.Negotiate(Version1 | Packed)); // writes Packed although it was not offered
+        Assert.Equal((DeviceStatus)0, rig.Driver.Status & DeviceStatus.FeaturesOk);
+        rig.Driver.Reset();
+        Assert.True(rig.Driver.Initialize(Version1 | RingReset));
+        Assert.False(rig.Driver.ResetQueue(0)); // RING_RESET was not offered: QueueReset does nothing
+    }
+
+    [Fact]
+    public void VERSION_1_is_offered_even_when_the_options_leave_it_out()
+    {
+        using var rig = new MmioRig(options: new VirtioDeviceOptions { TransportFeatures = 0 });
+        Assert.Equal(Version1, rig.Driver.ReadDeviceFeatures());
+    }
+
+    [Fact]
+    public void Transport_features_the_library_does_not_implement_are_a_caller_error()
+    {
+        using var memory = GuestMemory.Allocate(1 << 20);
+        Assert.Throws<ArgumentException>(() => new EchoDevice(memory, options: new VirtioDeviceOptions
+        {
+            TransportFeatures = VirtioDevice.DefaultTransportFeatures | (1UL << VirtioFeatureBits.AccessPlatform),
+        }));
+    }
+}
