@@ -86,7 +86,7 @@ internal static class RingPeer
         using var driver = new DriverVirtqueue<int>(memory, a, features, pool);
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"RING {ring} qsize={qsize} desc=0x{a.DescriptorAreaAddress:x} driver=0x{a.DriverAreaAddress:x} device=0x{a.DeviceAreaAddress:x} features={string.Join(',', featureNames)} gpa_base=0x{gpaBase:x} size={size} file={path}"));
+            $"RING {ring} qsize={qsize} desc=0x{a.DescriptorAreaAddress:x} driver=0x{a.DriverAreaAddress:x} device=0x{a.DeviceAreaAddress:x} features={(featureNames.Any(n => n != NoFeatures) ? string.Join(',', featureNames) : NoFeatures)} gpa_base=0x{gpaBase:x} size={size} file={path}"));
         Console.Out.Flush();
 
         var free = new Stack<int>(Enumerable.Range(0, outstanding).Reverse());
@@ -246,6 +246,9 @@ internal static class RingPeer
         return new GuestMemoryBuilder().AttachRegion(gpaBase, (nint)(p + view.PointerOffset), size, owner).Build();
     }
 
+    /// <summary>How a RING line says that no ring feature was negotiated (an empty list means the same).</summary>
+    private const string NoFeatures = "none";
+
     private static ulong FeatureBits(string[] names, bool packed)
     {
         ulong bits = 1UL << VirtioFeatureBits.Version1;
@@ -254,6 +257,7 @@ internal static class RingPeer
         {
             bits |= name switch
             {
+                NoFeatures => 0, // "features=none" (or an empty list): no ring feature negotiated
                 "EVENT_IDX" => 1UL << VirtioFeatureBits.EventIdx,
                 "INDIRECT_DESC" => 1UL << VirtioFeatureBits.IndirectDesc,
                 "IN_ORDER" => 1UL << VirtioFeatureBits.InOrder,

@@ -45,6 +45,37 @@ public class CrossProcessPeerTests
     }
 
     [Theory]
+    [InlineData("split", "features=none")]
+    [InlineData("packed", "features=none")]
+    [InlineData("split", "features=")]
+    [InlineData("packed", "features=")]
+    public void A_RING_line_that_negotiates_no_feature_is_served(string format, string featuresField)
+    {
+        // Another implementation's driver wrote "features=none" (or nothing) when it negotiated no ring feature.
+        string file = Path.Combine(Path.GetTempPath(), $"virtio-peer-{Guid.NewGuid():N}.bin");
+        try
+        {
+            using Process driver = Start($"peer driver --ring {format} --features none --count 5000 --timeout 60 --file {file}");
+            string? ring = ReadLine(driver);
+            Assert.NotNull(ring);
+            Assert.Contains(" features=none ", ring, StringComparison.Ordinal);
+            ring = ring.Replace("features=none", featuresField, StringComparison.Ordinal);
+
+            using Process device = Start($"peer device {ring} --count 5000 --timeout 60");
+            string deviceOut = Finish(device);
+            string driverOut = Finish(driver);
+            Assert.True(device.ExitCode == 0, deviceOut);
+            Assert.True(driver.ExitCode == 0, driverOut);
+            Assert.Contains("DONE count=5000 errors=0", driverOut, StringComparison.Ordinal);
+            Assert.Contains("SERVED count=5000", deviceOut, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Theory]
     [InlineData("split")]
     [InlineData("packed")]
     public void The_device_survives_a_peer_that_writes_garbage(string format)
