@@ -18,6 +18,14 @@ namespace Virtio.Ring;
 /// A model that wants even that branch gone can use <see cref="SplitDeviceVirtqueue"/> or
 /// <see cref="PackedDeviceVirtqueue"/> directly: their members have the same names and meaning.
 /// </para>
+/// <para>
+/// <b>Threads.</b> One thread at a time owns a queue's device side: inside a <see cref="Transport.VirtioDevice"/>
+/// that is the thread running <c>OnQueueNotify</c> (see <see cref="Transport.QueueThreading"/>), and the device
+/// model tears the queue down only after that thread has left it. The driver side runs concurrently on another
+/// thread or process; the two share only ring memory, with no lock. To finish a chain on another thread, do not
+/// call <see cref="PushUsed"/> there: take <see cref="Transport.VirtioDevice.DeferCompletion"/> on the owning
+/// thread and call <see cref="Transport.VirtioDevice.Complete"/> from any thread.
+/// </para>
 /// </summary>
 public sealed class DeviceVirtqueue : IDisposable
 {
