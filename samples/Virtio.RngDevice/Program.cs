@@ -86,8 +86,9 @@ static int Run(int requests, bool packed, bool inline)
         if (!updated && received >= requests / 2)
         {
             // <live-update>
-            // Live update: save the whole device (rings with buffers in flight, features, configuration,
-            // the model's own state), replace it, restore. The guest notices nothing.
+            // Live update: pause the device (as the VMM pauses its vCPUs), save all of it (rings with buffers
+            // in flight, features, configuration, the model's own state), replace it, restore.
+            device.Pause();
             byte[] snapshot = transport.SaveState();
             device.Dispose();
             device = new RngDevice(memory, options);

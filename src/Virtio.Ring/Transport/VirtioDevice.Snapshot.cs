@@ -36,6 +36,12 @@ public abstract partial class VirtioDevice
     /// Saves the whole device. Workers are parked for the duration; completions already handed over are pushed
     /// and every queue's used elements published first, so the snapshot holds exactly the chains still in flight
     /// (which a device model that completes asynchronously must let finish, or save itself, before this).
+    /// <para>
+    /// For a live update or a migration, <see cref="Pause"/> the device first: a running device goes on serving
+    /// after the snapshot, and whatever it does then is not in the snapshot (a chain used twice, once by each
+    /// device). Paused, it stays paused after the save; dispose it, or <see cref="Resume"/> it if the migration
+    /// fails.
+    /// </para>
     /// </summary>
     [SuppressMessage("Design", "CA1031:Do not catch general exception types", Justification = "The device-model boundary.")]
     public byte[] SaveState()
@@ -68,9 +74,9 @@ public abstract partial class VirtioDevice
 
                 for (int i = 0; i < _queues.Length; i++)
                 {
-                    if (Volatile.Read(ref _queues[i].DrainRequested) != 0)
+                    if (Volatile.Read(ref _queues[i].DrainRequested) != 0 && _queues[i].Queue is { } queue)
                     {
-                        ServeQueue(i, kicked: false);
+                        DrainForSnapshot(i, _queues[i], queue);
                     }
 
                     WriteQueue(w, _queues[i]);
@@ -138,6 +144,25 @@ public abstract partial class VirtioDevice
             }
 
             return error == DeviceStateError.None;
+        }
+    }
+
+    /// <summary>Pushes completions handed over before the save (the device may be paused: ServeQueue would not).</summary>
+    [SuppressMessage("Design", "CA1031:Do not catch general exception types", Justification = "The device-model boundary.")]
+    private void DrainForSnapshot(int index, VirtqueueSlot slot, DeviceVirtqueue queue)
+    {
+        if ((Status & (DeviceStatus.DriverOk | DeviceStatus.DeviceNeedsReset | DeviceStatus.Failed)) != DeviceStatus.DriverOk)
+        {
+            return;
+        }
+
+        try
+        {
+            DrainCompletions(index, slot, queue);
+        }
+        catch (Exception ex)
+        {
+            ReportFault(new VirtioDeviceFault(VirtioDeviceFaultKind.ModelException, nameof(Complete), index, QueueError.None, 0, ex));
         }
     }
 

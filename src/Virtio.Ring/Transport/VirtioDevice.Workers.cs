@@ -31,7 +31,7 @@ public abstract partial class VirtioDevice
     {
         VirtqueueSlot slot = _queues[index];
         DeviceVirtqueue? queue = Volatile.Read(ref slot.Queue); // acquire: pairs with the release in SetQueueReady
-        if (queue is null || (Status & (DeviceStatus.DriverOk | DeviceStatus.DeviceNeedsReset | DeviceStatus.Failed)) != DeviceStatus.DriverOk)
+        if (queue is null || Volatile.Read(ref _paused) != 0 || (Status & (DeviceStatus.DriverOk | DeviceStatus.DeviceNeedsReset | DeviceStatus.Failed)) != DeviceStatus.DriverOk)
         {
             return;
         }
@@ -136,7 +136,7 @@ public abstract partial class VirtioDevice
 
     private void ResumeWorkers()
     {
-        if (OperatingSystem.IsLinux() && !_disposed)
+        if (OperatingSystem.IsLinux() && !_disposed && Volatile.Read(ref _paused) == 0)
         {
             foreach (QueueWorker worker in _workers)
             {

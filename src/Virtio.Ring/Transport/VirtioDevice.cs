@@ -75,6 +75,7 @@ public abstract partial class VirtioDevice : IDisposable
     private QueueError _lastQueueError;
     private long _droppedCompletions;
     private bool _disposed;
+    private int _paused;                         // 1 between Pause and Resume: no queue is served
 
     /// <summary>Creates the device in the reset state.</summary>
     /// <param name="deviceId">Device ID (5 for the balloon).</param>
@@ -194,6 +195,52 @@ public abstract partial class VirtioDevice : IDisposable
 
     /// <summary>Completions dropped because their queue was reset, queue-reset or restored after the chain was popped.</summary>
     public long DroppedCompletions => Interlocked.Read(ref _droppedCompletions);
+
+    /// <summary>True between <see cref="Pause"/> and <see cref="Resume"/>.</summary>
+    public bool IsPaused => Volatile.Read(ref _paused) != 0;
+
+    /// <summary>
+    /// Stops serving queues, as a VMM stops a device with its vCPUs before saving it (QEMU's <c>vm_stop</c>): the
+    /// workers park and stay parked, inline notifications and completions are not served, and the device's
+    /// state stops moving, so a <see cref="SaveState"/> taken now is what the next device will continue from.
+    /// Control operations (status, configuration, reset) still work. <see cref="Resume"/> undoes it.
+    /// </summary>
+    public void Pause()
+    {
+        lock (_control)
+        {
+            Volatile.Write(ref _paused, 1);
+            ParkWorkers();
+        }
+    }
+
+    /// <summary>
+    /// Serves queues again after <see cref="Pause"/> (a migration that failed, say): workers resume, and every
+    /// ready queue of a running device is served once for the kicks and completions that arrived meanwhile.
+    /// </summary>
+    public void Resume()
+    {
+        lock (_control)
+        {
+            if (Volatile.Read(ref _paused) == 0 || _disposed)
+            {
+                return;
+            }
+
+            Volatile.Write(ref _paused, 0);
+            ResumeWorkers();
+            if ((Status & DeviceStatus.DriverOk) != 0)
+            {
+                for (int i = 0; i < _queues.Length; i++)
+                {
+                    if (_queues[i].Queue is not null)
+                    {
+                        KickLocked(i);
+                    }
+                }
+            }
+        }
+    }
 
     /// <summary>True when the negotiated features include <paramref name="bit"/>.</summary>
     public bool HasFeature(int bit) => (NegotiatedFeatures & (1UL << bit)) != 0;

@@ -57,7 +57,9 @@ public class DeviceSnapshotTests
 
         void Take(int atLeast)
         {
-            foreach (int token in rig.ReceiveAtLeast(atLeast, Bound))
+            List<int> back = rig.ReceiveAtLeast(atLeast, Bound);
+            Assert.True(back.Count >= atLeast, $"{back.Count} of {atLeast} came back");
+            foreach (int token in back)
             {
                 Assert.True(outstanding.Remove(token), $"token {token} twice");
                 Assert.True(done.Add(token));

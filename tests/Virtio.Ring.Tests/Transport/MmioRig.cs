@@ -59,11 +59,13 @@ internal sealed class MmioRig : IDisposable
     public DriverVirtqueue<int>? Queue { get; private set; }
 
     /// <summary>
-    /// Live update: saves the transport, disposes the device, builds a fresh one (same options) over the same
-    /// guest memory and restores into it. The guest's driver objects carry on against the new transport.
+    /// Live update: pauses and saves the device with its transport, disposes it, builds a fresh one (same
+    /// options) over the same guest memory and restores into it. The guest's driver objects carry on against the
+    /// new transport.
     /// </summary>
     public DeviceStateError ReplaceDevice(Action<EchoDevice>? configure = null)
     {
+        Device.Pause();
         byte[] state = Transport.SaveState();
         Device.Dispose();
         Device = new EchoDevice(Memory, _deviceFeatures, options: _options);

@@ -170,6 +170,27 @@ public class WorkerLifecycleTests
         Assert.Equal(2, rig.ReceiveAtLeast(2, Bound).Count);
     }
 
+    [Theory]
+    [InlineData(QueueThreading.Inline)]
+    [InlineData(QueueThreading.WorkerPerQueue)]
+    [InlineData(QueueThreading.WorkerPerDevice)]
+    public void A_paused_device_serves_nothing_until_it_resumes_and_then_serves_what_came_meanwhile(QueueThreading threading)
+    {
+        using var rig = new MmioRig(options: new VirtioDeviceOptions { Threading = threading });
+        Initialize(rig, Version1 | EventIdx);
+        rig.Device.Pause();
+        Assert.True(rig.Device.IsPaused);
+        Assert.Equal(4, rig.Send(0, 4));           // kicked while paused
+        int echoedWhilePaused = rig.Device.Echoed;
+        byte[] snapshot = rig.Device.SaveState();  // stays paused after the save
+        Assert.True(rig.Device.IsPaused);
+        Assert.Equal(echoedWhilePaused, rig.Device.Echoed);
+        Assert.Equal(0, echoedWhilePaused);
+        rig.Device.Resume();
+        Assert.Equal(4, rig.ReceiveAtLeast(4, Bound).Count);
+        Assert.NotEmpty(snapshot);
+    }
+
     internal static void Initialize(MmioRig rig, ulong wanted)
     {
         Assert.True(rig.Driver.Initialize(wanted));
