@@ -2,6 +2,7 @@ using System;
 using System.Diagnostics;
 using System.Threading;
 using Virtio.Ring;
+using Virtio.Ring.Transport.Linux;
 
 namespace Virtio.PingPong;
 
@@ -16,8 +17,8 @@ namespace Virtio.PingPong;
 internal sealed class PingPongRun(DriverVirtqueue<int> driver, DeviceVirtqueue device, bool sleep, int batch, int maxOutstanding, int relax, int usedBatch, int hostRelax)
 {
     private static readonly GuestRange[] Buffer = [new GuestRange(0x80_0000, 0)]; // add_inbuf(0, ...): empty
-    private readonly int _kickFd = sleep ? LinuxThreads.CreateEventFd() : -1;
-    private readonly int _callFd = sleep ? LinuxThreads.CreateEventFd() : -1;
+    private readonly EventFd? _kick = sleep ? EventFd.Create() : null; // the library's eventfd, as a VMM would use it
+    private readonly EventFd? _call = sleep ? EventFd.Create() : null;
 
     public string? Failure { get; private set; }
 
@@ -85,7 +86,7 @@ internal sealed class PingPongRun(DriverVirtqueue<int> driver, DeviceVirtqueue d
                         toKick = batch;
                         if (sleep && driver.PublishAvailable())
                         {
-                            LinuxThreads.Signal(_kickFd);
+                            _kick!.Signal();
                         }
                     }
                 }
@@ -119,12 +120,12 @@ internal sealed class PingPongRun(DriverVirtqueue<int> driver, DeviceVirtqueue d
 
             if (driver.PublishAvailable())
             {
-                LinuxThreads.Signal(_kickFd); // a partial batch must not wait forever
+                _kick!.Signal(); // a partial batch must not wait forever
             }
 
             if (driver.EnableUsedNotifications() == NotificationRecheck.NothingPending)
             {
-                LinuxThreads.Wait(_callFd);
+                _call!.WaitAndConsume(Timeout.InfiniteTimeSpan, out _);
             }
         }
     }
@@ -143,7 +144,7 @@ internal sealed class PingPongRun(DriverVirtqueue<int> driver, DeviceVirtqueue d
             {
                 if (device.EnableAvailableNotifications() == NotificationRecheck.NothingPending)
                 {
-                    LinuxThreads.Wait(_kickFd);
+                    _kick!.WaitAndConsume(Timeout.InfiniteTimeSpan, out _);
                 }
 
                 device.DisableAvailableNotifications();
@@ -162,7 +163,7 @@ internal sealed class PingPongRun(DriverVirtqueue<int> driver, DeviceVirtqueue d
                     device.FlushUsed();
                     if (sleep && device.PublishUsed())
                     {
-                        LinuxThreads.Signal(_callFd);
+                        _call!.Signal();
                     }
                 }
 
@@ -176,7 +177,7 @@ internal sealed class PingPongRun(DriverVirtqueue<int> driver, DeviceVirtqueue d
             device.FlushUsed();
             if (sleep && device.PublishUsed())
             {
-                LinuxThreads.Signal(_callFd);
+                _call!.Signal();
             }
 
             if (device.IsBroken)

@@ -29,7 +29,8 @@ namespace Virtio.Ring.Transport;
 /// device lock at all.</description></item>
 /// </list>
 /// A reset, a queue reset, <see cref="SaveState"/>, <see cref="TryRestoreState"/> and <see cref="Dispose()"/>
-/// first park the workers: they finish the callback they are in, stop, and only then are queues torn down.
+/// first park the workers: they finish the callback they are in, stop, and only then are queues torn down (so a
+/// callback must return: a reset waits for it, as QEMU's reset waits for its iothread).
 /// Workers survive resets. No guest action can make a worker meet a disposed queue, and nothing a guest does
 /// raises an exception on any thread.
 /// </para>

@@ -19,61 +19,21 @@ public class CrossProcessPeerTests
     [InlineData("--ring split --legacy --segments 2 --features EVENT_IDX --gpa-base 0x100000000")]
     [InlineData("--ring packed --segments 4 --features EVENT_IDX,INDIRECT_DESC,IN_ORDER")]
     [InlineData("--ring packed --qsize 255 --segments 5 --out-bytes 100 --in-bytes 60")]
-    public void Driver_and_device_in_two_processes_exchange_every_buffer_intact(string options)
-    {
-        string file = Path.Combine(Path.GetTempPath(), $"virtio-peer-{Guid.NewGuid():N}.bin");
-        try
-        {
-            using Process driver = Start($"peer driver {options} --count 20000 --timeout 60 --file {file}");
-            string? ring = ReadLine(driver);
-            Assert.NotNull(ring);
-            Assert.StartsWith("RING ", ring, StringComparison.Ordinal);
-            Assert.Contains($"file={file}", ring, StringComparison.Ordinal);
-
-            using Process device = Start($"peer device {ring} --count 20000 --timeout 60");
-            string deviceOut = Finish(device);
-            string driverOut = Finish(driver);
-            Assert.True(device.ExitCode == 0, deviceOut);
-            Assert.True(driver.ExitCode == 0, driverOut);
-            Assert.Contains("DONE count=20000 errors=0", driverOut, StringComparison.Ordinal);
-            Assert.Contains("SERVED count=20000", deviceOut, StringComparison.Ordinal);
-        }
-        finally
-        {
-            File.Delete(file);
-        }
-    }
+    public void Driver_and_device_in_two_processes_exchange_every_buffer_intact(string options) =>
+        RunPair(options, 20000, ring => ring);
 
     [Theory]
     [InlineData("split", "features=none")]
     [InlineData("packed", "features=none")]
     [InlineData("split", "features=")]
     [InlineData("packed", "features=")]
-    public void A_RING_line_that_negotiates_no_feature_is_served(string format, string featuresField)
-    {
+    public void A_RING_line_that_negotiates_no_feature_is_served(string format, string featuresField) =>
         // Another implementation's driver wrote "features=none" (or nothing) when it negotiated no ring feature.
-        string file = Path.Combine(Path.GetTempPath(), $"virtio-peer-{Guid.NewGuid():N}.bin");
-        try
+        RunPair($"--ring {format} --features none", 5000, ring =>
         {
-            using Process driver = Start($"peer driver --ring {format} --features none --count 5000 --timeout 60 --file {file}");
-            string? ring = ReadLine(driver);
-            Assert.NotNull(ring);
             Assert.Contains(" features=none ", ring, StringComparison.Ordinal);
-            ring = ring.Replace("features=none", featuresField, StringComparison.Ordinal);
-
-            using Process device = Start($"peer device {ring} --count 5000 --timeout 60");
-            string deviceOut = Finish(device);
-            string driverOut = Finish(driver);
-            Assert.True(device.ExitCode == 0, deviceOut);
-            Assert.True(driver.ExitCode == 0, driverOut);
-            Assert.Contains("DONE count=5000 errors=0", driverOut, StringComparison.Ordinal);
-            Assert.Contains("SERVED count=5000", deviceOut, StringComparison.Ordinal);
-        }
-        finally
-        {
-            File.Delete(file);
-        }
-    }
+            return ring.Replace("features=none", featuresField, StringComparison.Ordinal);
+        });
 
     [Theory]
     [InlineData("split")]
@@ -121,6 +81,32 @@ public class CrossProcessPeerTests
             UseShellExecute = false,
         };
         return Process.Start(info) ?? throw new InvalidOperationException("could not start the peer");
+    }
+
+    /// <summary>Starts our driver with <paramref name="driverOptions"/>, hands its RING line (through <paramref name="ring"/>) to our device, and checks both ends.</summary>
+    private static void RunPair(string driverOptions, int count, Func<string, string> ring)
+    {
+        string file = Path.Combine(Path.GetTempPath(), $"virtio-peer-{Guid.NewGuid():N}.bin");
+        try
+        {
+            using Process driver = Start($"peer driver {driverOptions} --count {count} --timeout 60 --file {file}");
+            string? line = ReadLine(driver);
+            Assert.NotNull(line);
+            Assert.StartsWith("RING ", line, StringComparison.Ordinal);
+            Assert.Contains($"file={file}", line, StringComparison.Ordinal);
+
+            using Process device = Start($"peer device {ring(line)} --count {count} --timeout 60");
+            string deviceOut = Finish(device);
+            string driverOut = Finish(driver);
+            Assert.True(device.ExitCode == 0, deviceOut);
+            Assert.True(driver.ExitCode == 0, driverOut);
+            Assert.Contains($"DONE count={count} errors=0", driverOut, StringComparison.Ordinal);
+            Assert.Contains($"SERVED count={count}", deviceOut, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
     }
 
     private static string? ReadLine(Process process)

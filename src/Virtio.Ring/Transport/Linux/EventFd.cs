@@ -158,6 +158,23 @@ public sealed unsafe class EventFd : SafeHandle
         }
     }
 
+    /// <summary>
+    /// Waits, at most <paramref name="timeout"/>, until the counter is non-zero and reads it (what a blocking
+    /// read(2) of a blocking eventfd does). False on timeout.
+    /// </summary>
+    public bool WaitAndConsume(TimeSpan timeout, out ulong value)
+    {
+        while (!TryConsume(out value))
+        {
+            if (!Wait(timeout))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
     /// <inheritdoc/>
     protected override bool ReleaseHandle() => LinuxSyscalls.Close(FileDescriptor) == 0;
 }
