@@ -284,6 +284,7 @@ public abstract partial class VirtioDevice
         Volatile.Write(ref _status, (int)status);
         _driverFeatures = driverFeatures;
         Volatile.Write(ref _negotiatedFeatures, negotiated);
+        Volatile.Write(ref _presentQueues, featuresOk ? PresentQueuesFor(negotiated) : _queues.Length);
         lock (_configLock)
         {
             config.CopyTo(_config);
@@ -292,9 +293,9 @@ public abstract partial class VirtioDevice
 
         bool packedRing = (negotiated & (1UL << VirtioFeatureBits.RingPacked)) != 0;
         VirtqueueFeatures ringFeatures = VirtqueueFeaturesExtensions.FromFeatureBits(negotiated);
-        foreach (VirtqueueSlot slot in _queues)
+        for (int i = 0; i < _queues.Length; i++)
         {
-            DeviceStateError queueError = RestoreQueue(ref r, slot, featuresOk, packedRing, ringFeatures);
+            DeviceStateError queueError = RestoreQueue(ref r, i, featuresOk, packedRing, ringFeatures);
             if (queueError != DeviceStateError.None)
             {
                 return queueError;
@@ -319,8 +320,9 @@ public abstract partial class VirtioDevice
         }
     }
 
-    private DeviceStateError RestoreQueue(ref DeviceStateReader r, VirtqueueSlot slot, bool featuresOk, bool packedRing, VirtqueueFeatures ringFeatures)
+    private DeviceStateError RestoreQueue(ref DeviceStateReader r, int index, bool featuresOk, bool packedRing, VirtqueueFeatures ringFeatures)
     {
+        VirtqueueSlot slot = _queues[index];
         ushort size = r.ReadUInt16();
         bool ready = r.ReadBoolean();
         bool resetDone = r.ReadBoolean();
@@ -334,7 +336,7 @@ public abstract partial class VirtioDevice
             return DeviceStateError.Malformed;
         }
 
-        if (size < 1 || size > MaxQueueSize || (ready && !featuresOk) || (ready && resetDone)
+        if (size < 1 || size > MaxQueueSize || (ready && !featuresOk) || (ready && resetDone) || (ready && !IsQueuePresent(index))
             || format != (!ready ? 0 : packedRing ? 2 : 1))
         {
             return DeviceStateError.InvalidQueueConfiguration;

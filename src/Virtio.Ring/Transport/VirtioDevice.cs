@@ -77,6 +77,7 @@ public abstract partial class VirtioDevice : IDisposable
     private long _droppedCompletions;
     private bool _disposed;
     private int _paused;                         // 1 between Pause and Resume: no queue is served
+    private int _presentQueues;                  // queues the transport shows: all until FEATURES_OK, then QueueCountFor
 
     /// <summary>Creates the device in the reset state.</summary>
     /// <param name="deviceId">Device ID (5 for the balloon).</param>
@@ -114,6 +115,7 @@ public abstract partial class VirtioDevice : IDisposable
         _threading = options.Threading;
         _config = new byte[configSize];
         _queues = new VirtqueueSlot[queueCount];
+        _presentQueues = queueCount;
         for (int i = 0; i < queueCount; i++)
         {
             _queues[i] = new VirtqueueSlot();
@@ -142,8 +144,17 @@ public abstract partial class VirtioDevice : IDisposable
     /// <summary>Largest queue size.</summary>
     public int MaxQueueSize { get; }
 
-    /// <summary>Number of queues.</summary>
+    /// <summary>Most queues the device can have (the slots it was built with).</summary>
     public int QueueCount => _queues.Length;
+
+    /// <summary>
+    /// Queues the transport shows the driver: every slot until FEATURES_OK, then as many as
+    /// <see cref="QueueCountFor"/> says for the negotiated features (a balloon without STATS_VQ has fewer).
+    /// </summary>
+    public int PresentQueueCount => Volatile.Read(ref _presentQueues);
+
+    /// <summary>True when queue <paramref name="index"/> exists for the driver (QueueSizeMax is non-zero).</summary>
+    public bool IsQueuePresent(int index) => (uint)index < (uint)PresentQueueCount;
 
     /// <summary>Bytes of configuration space.</summary>
     public int ConfigSize => _config.Length;
@@ -333,6 +344,7 @@ public abstract partial class VirtioDevice : IDisposable
                 }
 
                 Volatile.Write(ref _negotiatedFeatures, _driverFeatures);
+                Volatile.Write(ref _presentQueues, PresentQueuesFor(_driverFeatures));
                 next |= DeviceStatus.FeaturesOk;
             }
 
@@ -463,7 +475,7 @@ public abstract partial class VirtioDevice : IDisposable
     {
         lock (_control)
         {
-            if (!ready || (uint)index >= (uint)_queues.Length || (Status & DeviceStatus.FeaturesOk) == 0 || _disposed)
+            if (!ready || !IsQueuePresent(index) || (Status & DeviceStatus.FeaturesOk) == 0 || _disposed)
             {
                 return;
             }
@@ -577,13 +589,22 @@ public abstract partial class VirtioDevice : IDisposable
     {
         lock (_control)
         {
+            if (offset < 0 || offset > _config.Length || source.Length > _config.Length - offset)
+            {
+                return;
+            }
+
+            bool writable = false;
+            int at = offset;
+            int count = source.Length;
+            RunCallback(d => writable = d.IsConfigWritable(at, count), nameof(IsConfigWritable), -1);
+            if (!writable)
+            {
+                return;
+            }
+
             lock (_configLock)
             {
-                if (offset < 0 || offset > _config.Length || source.Length > _config.Length - offset)
-                {
-                    return;
-                }
-
                 source.CopyTo(_config.AsSpan(offset));
             }
 
@@ -642,6 +663,21 @@ public abstract partial class VirtioDevice : IDisposable
 
     /// <summary>Device-specific check of the features the driver accepted (the subset and VERSION_1 are checked already).</summary>
     protected virtual bool AcceptFeatures(ulong features) => true;
+
+    /// <summary>
+    /// How many queues exist once <paramref name="negotiatedFeatures"/> are in force (queue indices 0 .. n-1; the
+    /// rest read QueueSizeMax 0). The default is every slot. A device whose queues depend on features overrides
+    /// it: Linux numbers only the negotiated balloon queues, consecutively, so the balloon's layout is known only
+    /// here. Values outside 0 .. <see cref="QueueCount"/> are clamped.
+    /// </summary>
+    protected virtual int QueueCountFor(ulong negotiatedFeatures) => _queues.Length;
+
+    /// <summary>
+    /// Whether the driver may write <paramref name="length"/> bytes of configuration space at
+    /// <paramref name="offset"/>; a refused write changes nothing. The default allows every write. A device with
+    /// read-only fields (the balloon's <c>num_pages</c>) refuses writes that touch them.
+    /// </summary>
+    protected virtual bool IsConfigWritable(int offset, int length) => true;
 
     /// <summary>Called after the driver wrote configuration space, on the control thread.</summary>
     protected virtual void OnConfigWritten(int offset, int length)
@@ -770,6 +806,14 @@ public abstract partial class VirtioDevice : IDisposable
         }
     }
 
+    /// <summary>The model's queue count for <paramref name="features"/>, clamped; every slot if the model throws.</summary>
+    private int PresentQueuesFor(ulong features)
+    {
+        int count = _queues.Length;
+        RunCallback(d => count = d.QueueCountFor(features), nameof(QueueCountFor), -1);
+        return Math.Clamp(count, 0, _queues.Length);
+    }
+
     /// <summary>Offered, and VERSION_1 unless the transport is legacy (3.1.1, 6.1).</summary>
     private bool FeatureSetAllowed(ulong features) =>
         (features & ~DeviceFeatures) == 0 && ((features & (1UL << VirtioFeatureBits.Version1)) != 0 || LegacyTransport);
@@ -777,7 +821,7 @@ public abstract partial class VirtioDevice : IDisposable
     private void OrStatus(DeviceStatus bits) => Interlocked.Or(ref _status, (int)bits);
 
     private VirtqueueSlot? ConfigurableSlot(int index) =>
-        (uint)index < (uint)_queues.Length && !_queues[index].Ready ? _queues[index] : null;
+        IsQueuePresent(index) && !_queues[index].Ready ? _queues[index] : null;
 
     /// <summary>Reset (status 0): park workers, tear the queues down, forget negotiation, let the model reset.</summary>
     private void ResetLocked()
@@ -794,6 +838,7 @@ public abstract partial class VirtioDevice : IDisposable
             Volatile.Write(ref _status, 0);
             _driverFeatures = 0;
             Volatile.Write(ref _negotiatedFeatures, 0UL);
+            Volatile.Write(ref _presentQueues, _queues.Length);
             _lastQueueError = QueueError.None;
             Volatile.Write(ref _lastFault, null);
             lock (_configLock)

@@ -65,4 +65,36 @@ public class DeviceOptionsTests
             TransportFeatures = VirtioDevice.DefaultTransportFeatures | (1UL << VirtioFeatureBits.AccessPlatform),
         }));
     }
+
+    [Fact]
+    public void The_queues_a_device_shows_can_depend_on_the_negotiated_features()
+    {
+        using var rig = new MmioRig();
+        rig.Device.QueueCountRule = f => (f & EventIdx) != 0 ? 2 : 1;
+        rig.Transport.Write(R.QueueSel, 4, 1);
+        Assert.Equal(256u, rig.Transport.Read(R.QueueSizeMax, 4)); // before FEATURES_OK: every slot
+        Assert.True(rig.Driver.Initialize(Version1));
+        Assert.Equal(1, rig.Device.PresentQueueCount);
+        rig.Transport.Write(R.QueueSel, 4, 1);
+        Assert.Equal(0u, rig.Transport.Read(R.QueueSizeMax, 4));   // queue 1 does not exist without EVENT_IDX
+        Assert.False(rig.Driver.SetupQueue(1, VirtqueueAddresses.Compact(VirtqueueFormat.Split, 0x8000, 16)));
+        Assert.True(rig.Driver.Initialize(Version1 | EventIdx));
+        Assert.Equal(2, rig.Device.PresentQueueCount);
+        Assert.True(rig.Driver.SetupQueue(1, VirtqueueAddresses.Compact(VirtqueueFormat.Split, 0x8000, 16)));
+        rig.Driver.Reset();
+        Assert.Equal(2, rig.Device.PresentQueueCount); // a reset shows every slot again (here: both)
+    }
+
+    [Fact]
+    public void A_device_can_refuse_writes_to_its_read_only_configuration_fields()
+    {
+        using var rig = new MmioRig();
+        rig.Device.ConfigWritableRule = (offset, length) => offset >= 4; // value (0..3) is the device's
+        Assert.True(rig.Driver.Initialize(Version1));
+        rig.Driver.WriteConfig(0, [1, 2, 3, 4]);
+        rig.Driver.WriteConfig(4, [5, 6, 7, 8]);
+        Span<byte> config = stackalloc byte[8];
+        rig.Driver.ReadConfig(0, config);
+        Assert.Equal(new byte[] { 7, 0, 0, 0, 5, 6, 7, 8 }, config.ToArray());
+    }
 }

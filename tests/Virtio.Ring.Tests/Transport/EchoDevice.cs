@@ -47,6 +47,10 @@ internal sealed class EchoDevice : VirtioDevice
 
     public Func<ulong, bool>? FeatureCheck { get; set; }
 
+    public Func<ulong, int>? QueueCountRule { get; set; }
+
+    public Func<int, int, bool>? ConfigWritableRule { get; set; }
+
     public Action<CompletionTicket, uint>? Deferrer { get; set; }
 
     public bool Hold { get; set; }
@@ -169,6 +173,10 @@ internal sealed class EchoDevice : VirtioDevice
     }
 
     protected override bool AcceptFeatures(ulong features) => FeatureCheck?.Invoke(features) ?? true;
+
+    protected override int QueueCountFor(ulong negotiatedFeatures) => QueueCountRule?.Invoke(negotiatedFeatures) ?? base.QueueCountFor(negotiatedFeatures);
+
+    protected override bool IsConfigWritable(int offset, int length) => ConfigWritableRule?.Invoke(offset, length) ?? true;
 
     protected override void SaveModelState(DeviceStateWriter writer)
     {

@@ -128,7 +128,7 @@ public sealed class VirtioMmioTransport : IVirtioMmioBus, IVirtioInterrupt
                 // Legacy drivers see only bits 0-31 (no VERSION_1, no packed ring).
                 return IsLegacy ? (_deviceFeaturesSel == 0 ? _device.ReadDeviceFeatures(0) : 0) : _device.ReadDeviceFeatures(_deviceFeaturesSel);
             case VirtioMmioRegisters.QueueSizeMax:
-                return (uint)index < (uint)_device.QueueCount ? (uint)_device.MaxQueueSize : 0; // 0: no such queue
+                return _device.IsQueuePresent(index) ? (uint)_device.MaxQueueSize : 0; // 0: no such queue
             case VirtioMmioRegisters.QueueReady when !IsLegacy: return _device.IsQueueReady(index) ? 1u : 0u;
             case VirtioMmioRegisters.LegacyQueuePfn when IsLegacy:
                 return (uint)index < (uint)_legacyQueuePfn.Length && _device.IsQueueReady(index) ? _legacyQueuePfn[index] : 0;
