@@ -1,1 +1,0 @@
-namespace Virtio.Balloon; internal static class Placeholder { }
