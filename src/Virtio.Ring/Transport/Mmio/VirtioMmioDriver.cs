@@ -87,6 +87,13 @@ public sealed class VirtioMmioDriver
         return true;
     }
 
+    /// <summary>QueueSizeMax of queue <paramref name="index"/>: 0 when the queue does not exist.</summary>
+    public int QueueSizeMax(int index)
+    {
+        Write(VirtioMmioRegisters.QueueSel, (uint)index);
+        return (int)Math.Min(Read(VirtioMmioRegisters.QueueSizeMax), 32768u);
+    }
+
     /// <summary>
     /// Step 7 of 3.1.1 for one queue: selects it, checks it exists and is not in use, writes its size and the
     /// three area addresses, and sets QueueReady. Returns false when the queue does not exist, is too small for
