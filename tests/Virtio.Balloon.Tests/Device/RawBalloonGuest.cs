@@ -26,11 +26,13 @@ internal sealed class RawBalloonGuest : IDisposable
         BalloonQueueNumbering numbering = BalloonQueueNumbering.Linux,
         int maxPfns = 1024,
         ulong hostPageSize = 4096,
-        ulong guestBytes = 64UL << 20)
+        ulong guestBytes = 64UL << 20,
+        GuestMemory? memory = null,
+        Func<GuestMemory, IBalloonBackend>? backend = null)
     {
-        Memory = GuestMemory.Allocate(guestBytes);
+        Memory = memory ?? GuestMemory.Allocate(guestBytes);
         Backend = new InMemoryBalloonBackend(guestBytes / 4096, hostPageSize);
-        Device = new BalloonDevice(Memory, Backend, new BalloonDeviceOptions { OfferedFeatures = offered, Numbering = numbering, MaxPfnsPerRequest = maxPfns });
+        Device = new BalloonDevice(Memory, backend?.Invoke(Memory) ?? Backend, new BalloonDeviceOptions { OfferedFeatures = offered, Numbering = numbering, MaxPfnsPerRequest = maxPfns });
         Transport = new VirtioMmioTransport(Device);
         Driver = new VirtioMmioDriver(Transport);
         ulong transport = (1UL << VirtioFeatureBits.Version1) | (format == VirtqueueFormat.Packed ? 1UL << VirtioFeatureBits.RingPacked : 0);
