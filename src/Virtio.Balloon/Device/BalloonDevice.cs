@@ -21,9 +21,9 @@ namespace Virtio.Balloon.Device;
 /// </para>
 /// <para>
 /// <b>Inflate and deflate, the hot path.</b> Each PFN array is copied out of guest memory once (read once),
-/// converted from little-endian (a no-op on little-endian hosts), sorted by <see cref="PfnSorter"/>,
-/// de-duplicated and merged into runs (<see cref="PageRangeMerger"/>), checked against guest RAM, and only then
-/// handed to the <see cref="IBalloonBackend"/> in one call. All buffers are preallocated: nothing is allocated
+/// converted from little-endian (a no-op on little-endian hosts), turned into sorted, de-duplicated runs
+/// (<see cref="PfnRunBuilder"/>: a bitmap for clustered requests, <see cref="PfnSorter"/> for scattered ones),
+/// checked against guest RAM, and only then handed to the <see cref="IBalloonBackend"/> in one call. All buffers are preallocated: nothing is allocated
 /// per request.
 /// </para>
 /// <para>
@@ -49,6 +49,7 @@ public sealed class BalloonDevice : VirtioDevice
     private readonly BalloonQueueNumbering _numbering;
     private readonly uint[] _pfns;
     private readonly uint[] _pfnScratch;
+    private readonly ulong[] _pfnBitmap;
     private readonly GuestPageRange[] _ranges;
     private readonly GuestPageRange[] _reportRanges;
     private readonly byte[] _statsBytes;
@@ -82,6 +83,7 @@ public sealed class BalloonDevice : VirtioDevice
         _numbering = options.Numbering;
         _pfns = new uint[options.MaxPfnsPerRequest];
         _pfnScratch = new uint[options.MaxPfnsPerRequest];
+        _pfnBitmap = new ulong[PfnRunBuilder.BitmapWords(options.MaxPfnsPerRequest)];
         _ranges = new GuestPageRange[options.MaxPfnsPerRequest];
         _reportRanges = new GuestPageRange[options.MaxQueueSize];
         _statsBytes = new byte[options.MaxStatsEntries * 10];
@@ -313,12 +315,11 @@ public sealed class BalloonDevice : VirtioDevice
             BinaryPrimitives.ReverseEndianness(pfns, pfns); // le32 on the wire (5.5.6)
         }
 
-        PfnSorter.Sort(pfns, _pfnScratch);
-        int runs = PageRangeMerger.Merge(pfns, _ranges);
+        int runs = PfnRunBuilder.Build(pfns, _pfnScratch, _pfnBitmap, _ranges, out uint min, out uint max);
         ReadOnlySpan<GuestPageRange> ranges = _ranges.AsSpan(0, runs);
-        if (!_ram.ContainsAll(ranges))
+        if (!_ram.Contains(new GuestPageRange(min, (ulong)max - min + 1)) && !_ram.ContainsAll(ranges))
         {
-            return BalloonMessageError.OutsideGuestRam;
+            return BalloonMessageError.OutsideGuestRam; // nothing was applied
         }
 
         long pages = 0;

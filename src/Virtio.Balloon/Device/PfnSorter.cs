@@ -1,5 +1,6 @@
 using System;
 using System.Diagnostics;
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -7,32 +8,34 @@ using System.Runtime.Intrinsics;
 namespace Virtio.Balloon.Device;
 
 /// <summary>
-/// Sorts a request's page frame numbers (at most a few hundred 32-bit keys) faster than a general-purpose
-/// sort, which is what the inflate path spends its time on when a guest gives back tens of GiB.
+/// Sorts a request's page frame numbers (at most a few thousand 32-bit keys, 256 from Linux) faster than a
+/// general-purpose sort, which is what the inflate path spends its time on when a guest gives back tens of GiB.
 /// <para>
-/// <b>How.</b> Three cheap exits first, each one vectorized pass: already ascending (a driver that sorts, or a
-/// run of contiguous pages), strictly descending (reversed in place), and short arrays (insertion sort). The
-/// rest goes through an LSD radix sort on 8-bit digits that skips every digit position in which all keys agree
-/// (found by AND- and OR-reducing the keys): PFNs of a guest below 64 GiB never vary in their top byte, and a
-/// request that stays inside a 1 GiB window varies in only two digits. A pass is one histogram and one stable
-/// scatter over the keys, with no comparison and so no misprediction.
+/// <b>How.</b> One vectorized pass finds the keys' minimum and maximum and whether they are already ascending
+/// (a driver that sorts, or a run of contiguous pages) or strictly descending (a run handed out from a LIFO free
+/// list: reversed in place). Otherwise the keys are distributed by value into 256 buckets spanning
+/// [min, max] (a histogram, a prefix sum and one stable scatter: no comparisons, so no mispredictions): random
+/// PFNs land about one per bucket, and a clustered request (a freed block with a few stragglers) lands with
+/// buckets narrower than a page apart, which is a counting sort. Small buckets are finished by insertion sort;
+/// a crowded bucket is sorted the same way on its own (narrower) range, so skewed inputs stay O(n) per level and
+/// at most four levels deep (each level narrows the range by 2^8).
 /// </para>
 /// </summary>
 internal static class PfnSorter
 {
-    private const int InsertionSortLimit = 24;
+    private const int Buckets = 256;
+    private const int InsertionSortLimit = 16;
 
     /// <summary>Sorts <paramref name="keys"/> ascending; <paramref name="scratch"/> is at least as long.</summary>
     public static void Sort(Span<uint> keys, Span<uint> scratch)
     {
         Debug.Assert(scratch.Length >= keys.Length, "scratch as long as the keys");
-        int n = keys.Length;
-        if (n < 2)
+        if (keys.Length < 2)
         {
             return;
         }
 
-        Order order = Classify(keys, out uint and, out uint or);
+        Order order = Classify(keys, out uint min, out uint max);
         if (order == Order.Ascending)
         {
             return;
@@ -44,59 +47,88 @@ internal static class PfnSorter
             return;
         }
 
-        if (n <= InsertionSortLimit)
+        BucketSort(keys, scratch[..keys.Length], min, max);
+    }
+
+    /// <summary>Distributes the keys by value into 256 buckets over [min, max], then finishes each bucket.</summary>
+    [SkipLocalsInit]
+    internal static void BucketSort(Span<uint> keys, Span<uint> scratch, uint min, uint max)
+    {
+        if (keys.Length <= InsertionSortLimit)
         {
             InsertionSort(keys);
             return;
         }
 
-        RadixSort(keys, scratch[..n], and ^ or);
-    }
-
-    /// <summary>The stable LSD radix sort on the 8-bit digits in which some keys differ.</summary>
-    private static void RadixSort(Span<uint> keys, Span<uint> scratch, uint varying)
-    {
-        Span<int> offsets = stackalloc int[256];
-        Span<uint> source = keys;
-        Span<uint> target = scratch;
-        for (int shift = 0; shift < 32; shift += 8)
+        uint range = max - min;
+        if (range == 0)
         {
-            if (((varying >> shift) & 0xFF) == 0)
-            {
-                continue; // every key has the same digit here: the pass would not move anything
-            }
-
-            offsets.Clear();
-            ref int counts = ref MemoryMarshal.GetReference(offsets);
-            foreach (uint key in source)
-            {
-                Unsafe.Add(ref counts, (int)((key >> shift) & 0xFF))++;
-            }
-
-            int sum = 0;
-            for (int digit = 0; digit < 256; digit++)
-            {
-                int count = Unsafe.Add(ref counts, digit);
-                Unsafe.Add(ref counts, digit) = sum;
-                sum += count;
-            }
-
-            ref uint destination = ref MemoryMarshal.GetReference(target);
-            foreach (uint key in source)
-            {
-                ref int slot = ref Unsafe.Add(ref counts, (int)((key >> shift) & 0xFF));
-                Unsafe.Add(ref destination, slot++) = key;
-            }
-
-            Span<uint> swap = source;
-            source = target;
-            target = swap;
+            return; // all equal
         }
 
-        if (!Unsafe.AreSame(ref MemoryMarshal.GetReference(source), ref MemoryMarshal.GetReference(keys)))
+        int shift = Math.Max(0, 32 - BitOperations.LeadingZeroCount(range) - 8); // (range >> shift) < 256
+        Span<int> ends = stackalloc int[Buckets];
+        ends.Clear();
+        ref int counts = ref MemoryMarshal.GetReference(ends);
+        foreach (uint key in keys)
         {
-            source.CopyTo(keys);
+            Debug.Assert(key >= min && key <= max && ((key - min) >> shift) < Buckets, "every key inside [min, max]");
+            Unsafe.Add(ref counts, (int)((key - min) >> shift))++;
         }
+
+        int sum = 0;
+        int largest = 0;
+        for (int bucket = 0; bucket < Buckets; bucket++)
+        {
+            int count = Unsafe.Add(ref counts, bucket);
+            Unsafe.Add(ref counts, bucket) = sum;
+            sum += count;
+            largest = Math.Max(largest, count);
+        }
+
+        ref uint destination = ref MemoryMarshal.GetReference(scratch);
+        foreach (uint key in keys)
+        {
+            ref int slot = ref Unsafe.Add(ref counts, (int)((key - min) >> shift));
+            Unsafe.Add(ref destination, slot++) = key;
+        }
+
+        if (largest <= InsertionSortLimit)
+        {
+            // Every key is at most a small bucket away from its place: one insertion pass over the whole array
+            // finishes the sort, with branches that fail only inside a bucket (no per-bucket loop to mispredict).
+            InsertionSort(scratch);
+            scratch.CopyTo(keys);
+            return;
+        }
+
+        // A crowded bucket (skewed keys): finish bucket by bucket. After the scatter ends[b] is where bucket b stops.
+        int start = 0;
+        for (int bucket = 0; bucket < Buckets; bucket++)
+        {
+            int end = Unsafe.Add(ref counts, bucket);
+            int size = end - start;
+            if (size > 1)
+            {
+                Span<uint> slice = scratch[start..end];
+                if (size <= InsertionSortLimit)
+                {
+                    InsertionSort(slice);
+                }
+                else
+                {
+                    // The bucket's keys lie in [low, low + 2^shift - 1] (and never above max): a range 2^8 times
+                    // narrower, so the recursion ends after at most four levels.
+                    uint low = min + ((uint)bucket << shift);
+                    uint high = (uint)Math.Min((ulong)low + (1UL << shift) - 1, max);
+                    BucketSort(slice, keys[start..end], low, high); // keys[start..end] is free scratch now
+                }
+            }
+
+            start = end;
+        }
+
+        scratch.CopyTo(keys);
     }
 
     private static void InsertionSort(Span<uint> keys)
@@ -115,7 +147,7 @@ internal static class PfnSorter
         }
     }
 
-    private enum Order
+    internal enum Order
     {
         Unordered,
         Ascending,
@@ -123,64 +155,85 @@ internal static class PfnSorter
     }
 
     /// <summary>
-    /// One pass: whether the keys are ascending (non-strictly) or strictly descending, and the AND and OR of all
-    /// keys. Vector256 or Vector128 where accelerated (identical results to the scalar loop at the tail).
+    /// One pass: whether the keys are ascending (non-strictly) or strictly descending, and their minimum and
+    /// maximum. Vector512, Vector256 or Vector128 where accelerated; the scalar loop finishes the tail, with
+    /// identical results.
     /// </summary>
-    private static Order Classify(ReadOnlySpan<uint> keys, out uint and, out uint or)
+    internal static Order Classify(ReadOnlySpan<uint> keys, out uint min, out uint max)
     {
         int n = keys.Length;
         bool ascending = true;
         bool descending = true;
         int i = 0;
-        and = uint.MaxValue;
-        or = 0;
+        min = uint.MaxValue;
+        max = 0;
         ref uint first = ref MemoryMarshal.GetReference(keys);
-        if (Vector256.IsHardwareAccelerated && n > Vector256<uint>.Count)
+        if (Vector512.IsHardwareAccelerated && n > Vector512<uint>.Count)
         {
-            Vector256<uint> andV = Vector256<uint>.AllBitsSet;
-            Vector256<uint> orV = Vector256<uint>.Zero;
+            Vector512<uint> minV = Vector512<uint>.AllBitsSet;
+            Vector512<uint> maxV = Vector512<uint>.Zero;
+            for (; i + Vector512<uint>.Count < n; i += Vector512<uint>.Count)
+            {
+                Vector512<uint> current = Vector512.LoadUnsafe(ref first, (nuint)i);
+                Vector512<uint> next = Vector512.LoadUnsafe(ref first, (nuint)(i + 1));
+                minV = Vector512.Min(minV, current);
+                maxV = Vector512.Max(maxV, current);
+                ascending &= !Vector512.GreaterThanAny(current, next);
+                descending &= Vector512.GreaterThanAll(current, next);
+            }
+
+            for (int lane = 0; lane < Vector512<uint>.Count; lane++)
+            {
+                min = Math.Min(min, minV.GetElement(lane));
+                max = Math.Max(max, maxV.GetElement(lane));
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated && n > Vector256<uint>.Count)
+        {
+            Vector256<uint> minV = Vector256<uint>.AllBitsSet;
+            Vector256<uint> maxV = Vector256<uint>.Zero;
             for (; i + Vector256<uint>.Count < n; i += Vector256<uint>.Count)
             {
                 Vector256<uint> current = Vector256.LoadUnsafe(ref first, (nuint)i);
                 Vector256<uint> next = Vector256.LoadUnsafe(ref first, (nuint)(i + 1));
-                andV &= current;
-                orV |= current;
+                minV = Vector256.Min(minV, current);
+                maxV = Vector256.Max(maxV, current);
                 ascending &= !Vector256.GreaterThanAny(current, next);
                 descending &= Vector256.GreaterThanAll(current, next);
             }
 
             for (int lane = 0; lane < Vector256<uint>.Count; lane++)
             {
-                and &= andV.GetElement(lane);
-                or |= orV.GetElement(lane);
+                min = Math.Min(min, minV.GetElement(lane));
+                max = Math.Max(max, maxV.GetElement(lane));
             }
         }
         else if (Vector128.IsHardwareAccelerated && n > Vector128<uint>.Count)
         {
-            Vector128<uint> andV = Vector128<uint>.AllBitsSet;
-            Vector128<uint> orV = Vector128<uint>.Zero;
+            Vector128<uint> minV = Vector128<uint>.AllBitsSet;
+            Vector128<uint> maxV = Vector128<uint>.Zero;
             for (; i + Vector128<uint>.Count < n; i += Vector128<uint>.Count)
             {
                 Vector128<uint> current = Vector128.LoadUnsafe(ref first, (nuint)i);
                 Vector128<uint> next = Vector128.LoadUnsafe(ref first, (nuint)(i + 1));
-                andV &= current;
-                orV |= current;
+                minV = Vector128.Min(minV, current);
+                maxV = Vector128.Max(maxV, current);
                 ascending &= !Vector128.GreaterThanAny(current, next);
                 descending &= Vector128.GreaterThanAll(current, next);
             }
 
             for (int lane = 0; lane < Vector128<uint>.Count; lane++)
             {
-                and &= andV.GetElement(lane);
-                or |= orV.GetElement(lane);
+                min = Math.Min(min, minV.GetElement(lane));
+                max = Math.Max(max, maxV.GetElement(lane));
             }
         }
 
         for (; i < n; i++)
         {
             uint current = Unsafe.Add(ref first, i);
-            and &= current;
-            or |= current;
+            min = Math.Min(min, current);
+            max = Math.Max(max, current);
             if (i + 1 < n)
             {
                 uint next = Unsafe.Add(ref first, i + 1);

@@ -5,7 +5,10 @@ using Virtio.Balloon.Device;
 
 namespace Virtio.Balloon.Tests.Device;
 
-/// <summary>The inflate path's sort and merge equal a plain <see cref="Array.Sort(Array)"/> and a linear merge.</summary>
+/// <summary>
+/// The inflate path's sort, and its fused run builder (bitmap or sort), equal a plain
+/// <see cref="Array.Sort(Array)"/> and a linear merge.
+/// </summary>
 public class PfnSorterTests
 {
     [Fact]
@@ -46,6 +49,20 @@ public class PfnSorterTests
     }
 
     [Fact]
+    public void Crowded_buckets_at_the_top_of_the_key_range_recurse_without_overflow()
+    {
+        var rng = new Random(11);
+        uint[] keys = new uint[300];
+        for (int i = 0; i < keys.Length; i++)
+        {
+            keys[i] = i % 10 == 0 ? (uint)rng.Next(100) : uint.MaxValue - (uint)rng.Next(5000);
+        }
+
+        Check(keys);
+        Gen.Int[2, 600].SelectMany(n => Gen.UInt[uint.MaxValue - 100_000, uint.MaxValue].Array[n]).Sample(k => Check(k), iter: 200);
+    }
+
+    [Fact]
     public void Misaligned_and_sliced_spans_sort_in_place()
     {
         uint[] backing = new uint[300];
@@ -78,6 +95,18 @@ public class PfnSorterTests
 
         var runs = new GuestPageRange[Math.Max(1, actual.Length)];
         int count = PageRangeMerger.Merge(actual, runs);
+
+        // The device's fused path (bitmap for clustered keys, sort otherwise) gives exactly the same runs.
+        var fused = new GuestPageRange[Math.Max(1, keys.Length)];
+        uint[] input = (uint[])keys.Clone();
+        int fusedCount = PfnRunBuilder.Build(input, new uint[input.Length], new ulong[PfnRunBuilder.BitmapWords(input.Length)], fused, out uint min, out uint max);
+        Assert.Equal(runs[..count], fused[..fusedCount]);
+        if (keys.Length > 0)
+        {
+            Assert.Equal(expected[0], min);
+            Assert.Equal(expected[^1], max);
+        }
+
         ulong covered = 0;
         ulong previousEnd = 0;
         for (int i = 0; i < count; i++)
