@@ -167,8 +167,18 @@ public sealed class BalloonDriver : IDisposable
         return true;
     }
 
-    /// <summary>The interrupt line fired (any thread): wakes the driver.</summary>
-    public void OnInterrupt() => _interrupt.Release();
+    /// <summary>
+    /// The interrupt line fired (any thread): wakes the driver. At most one wake is kept pending (a waiter always
+    /// looks at the rings again when it wakes, so folding interrupts together loses nothing, and the count cannot
+    /// grow without bound over a long run).
+    /// </summary>
+    public void OnInterrupt()
+    {
+        if (_interrupt.CurrentCount == 0)
+        {
+            _interrupt.Release();
+        }
+    }
 
     /// <summary>
     /// The guest's interrupt handling, on the driver's thread: acknowledges the interrupt, refills the statistics
