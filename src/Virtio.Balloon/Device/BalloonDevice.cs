@@ -114,7 +114,7 @@ public sealed class BalloonDevice : VirtioDevice
     /// <summary>Pages free page reporting handed to the back end (a running total).</summary>
     public long ReportedPages => Interlocked.Read(ref _reportedPages);
 
-    /// <summary>Raised on the serving thread whenever a statistics buffer arrived and was taken.</summary>
+    /// <summary>Raised on the serving thread whenever a statistics buffer arrived and was taken (a handler's exception is swallowed).</summary>
     public event EventHandler? StatisticsUpdated;
 
     /// <summary>The last statistics the guest sent, or null when none arrived since the last reset.</summary>
@@ -420,7 +420,20 @@ public sealed class BalloonDevice : VirtioDevice
 
         if (raise)
         {
+            RaiseStatisticsUpdated();
+        }
+    }
+
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1031:Do not catch general exception types", Justification = "A VMM handler's exception must not break the guest's device.")]
+    private void RaiseStatisticsUpdated()
+    {
+        try
+        {
             StatisticsUpdated?.Invoke(this, EventArgs.Empty);
+        }
+        catch (Exception)
+        {
+            // Swallowed: the handler is the VMM's; the device and the guest carry on.
         }
     }
 
@@ -439,7 +452,12 @@ public sealed class BalloonDevice : VirtioDevice
             }
             else
             {
-                int known = _unknownStats.FindIndex(p => p.Key == tag);
+                int known = -1;
+                for (int i = 0; i < _unknownStats.Count && known < 0; i++)
+                {
+                    known = _unknownStats[i].Key == tag ? i : -1;
+                }
+
                 if (known >= 0)
                 {
                     _unknownStats[known] = new KeyValuePair<ushort, ulong>(tag, value);
