@@ -350,7 +350,7 @@ public abstract class BalloonDeviceTests
 
         static void Round(RawBalloonGuest guest, ReadOnlySpan<GuestRange> readable)
         {
-            foreach (int q in (ReadOnlySpan<int>)[0, 1])
+            for (int q = 0; q < 2; q++)
             {
                 guest.Queue(q).TryAdd(readable, [], 1);
                 guest.Queue(q).PublishAvailable();
