@@ -22,7 +22,8 @@ internal static class PfnRunBuilder
     public static int BitmapWords(int maxPfns) => maxPfns + 1;
 
     /// <summary>
-    /// Builds the runs of <paramref name="pfns"/> (which it may reorder) into <paramref name="ranges"/> and returns
+    /// Builds the runs of <paramref name="pfns"/> (which it may reorder, and whose <paramref name="scratch"/> it may
+    /// leave sorted) into <paramref name="ranges"/> and returns
     /// how many; <paramref name="min"/> and <paramref name="max"/> bound them all. <paramref name="scratch"/> is as
     /// long as the PFNs, <paramref name="bitmap"/> has <see cref="BitmapWords"/> words, <paramref name="ranges"/> as
     /// many entries as PFNs.
@@ -49,7 +50,10 @@ internal static class PfnRunBuilder
                 return FromBitmap(pfns, bitmap, ranges, min, span);
             }
 
-            PfnSorter.BucketSort(pfns, scratch[..pfns.Length], min, max);
+            if (PfnSorter.BucketSortInto(pfns, scratch[..pfns.Length], min, max))
+            {
+                return PageRangeMerger.Merge(scratch[..pfns.Length], ranges); // sorted in place of the scratch
+            }
         }
 
         return PageRangeMerger.Merge(pfns, ranges);

@@ -47,7 +47,68 @@ internal static class PfnSorter
             return;
         }
 
-        BucketSort(keys, scratch[..keys.Length], min, max);
+        if (BucketSortInto(keys, scratch[..keys.Length], min, max))
+        {
+            scratch[..keys.Length].CopyTo(keys);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="BucketSort"/>, except that when the sorted keys end up in <paramref name="scratch"/> (the common
+    /// case) they are left there and true is returned, saving a copy for a caller that only reads them.
+    /// </summary>
+    internal static bool BucketSortInto(Span<uint> keys, Span<uint> scratch, uint min, uint max)
+    {
+        if (keys.Length > InsertionSortLimit && max != min && TryScatterForInsertion(keys, scratch, min, max))
+        {
+            InsertionSort(scratch);
+            return true;
+        }
+
+        BucketSort(keys, scratch, min, max);
+        return false;
+    }
+
+    /// <summary>
+    /// The first level of <see cref="BucketSort"/>: scatters into <paramref name="scratch"/> and returns true when
+    /// every bucket is small enough for one insertion pass; otherwise leaves <paramref name="keys"/> untouched.
+    /// </summary>
+    [SkipLocalsInit]
+    private static bool TryScatterForInsertion(ReadOnlySpan<uint> keys, Span<uint> scratch, uint min, uint max)
+    {
+        uint range = max - min;
+        int shift = Math.Max(0, 32 - BitOperations.LeadingZeroCount(range) - 8);
+        Span<int> ends = stackalloc int[Buckets];
+        ends.Clear();
+        ref int counts = ref MemoryMarshal.GetReference(ends);
+        foreach (uint key in keys)
+        {
+            Unsafe.Add(ref counts, (int)((key - min) >> shift))++;
+        }
+
+        int sum = 0;
+        int largest = 0;
+        for (int bucket = 0; bucket < Buckets; bucket++)
+        {
+            int count = Unsafe.Add(ref counts, bucket);
+            Unsafe.Add(ref counts, bucket) = sum;
+            sum += count;
+            largest = Math.Max(largest, count);
+        }
+
+        if (largest > InsertionSortLimit)
+        {
+            return false;
+        }
+
+        ref uint destination = ref MemoryMarshal.GetReference(scratch);
+        foreach (uint key in keys)
+        {
+            ref int slot = ref Unsafe.Add(ref counts, (int)((key - min) >> shift));
+            Unsafe.Add(ref destination, slot++) = key;
+        }
+
+        return true;
     }
 
     /// <summary>Distributes the keys by value into 256 buckets over [min, max], then finishes each bucket.</summary>
@@ -133,17 +194,18 @@ internal static class PfnSorter
 
     private static void InsertionSort(Span<uint> keys)
     {
+        ref uint first = ref MemoryMarshal.GetReference(keys);
         for (int i = 1; i < keys.Length; i++)
         {
-            uint key = keys[i];
+            uint key = Unsafe.Add(ref first, i);
             int j = i - 1;
-            while (j >= 0 && keys[j] > key)
+            while (j >= 0 && Unsafe.Add(ref first, j) > key)
             {
-                keys[j + 1] = keys[j];
+                Unsafe.Add(ref first, j + 1) = Unsafe.Add(ref first, j);
                 j--;
             }
 
-            keys[j + 1] = key;
+            Unsafe.Add(ref first, j + 1) = key;
         }
     }
 
