@@ -54,81 +54,67 @@ internal static class PfnSorter
     }
 
     /// <summary>
-    /// <see cref="BucketSort"/>, except that when the sorted keys end up in <paramref name="scratch"/> (the common
-    /// case) they are left there and true is returned, saving a copy for a caller that only reads them.
+    /// Sorts <paramref name="keys"/>, all within [<paramref name="min"/>, <paramref name="max"/>], using
+    /// <paramref name="scratch"/> (as long). Returns true when the sorted keys are in <paramref name="scratch"/>
+    /// (the usual case: a caller that only reads them skips a copy), false when they are in
+    /// <paramref name="keys"/>.
     /// </summary>
+    [SkipLocalsInit]
     internal static bool BucketSortInto(Span<uint> keys, Span<uint> scratch, uint min, uint max)
     {
-        if (keys.Length > InsertionSortLimit && max != min && TryScatterForInsertion(keys, scratch, min, max))
+        if (keys.Length <= InsertionSortLimit)
         {
+            InsertionSort(keys);
+            return false;
+        }
+
+        if (max == min)
+        {
+            return false; // all equal
+        }
+
+        int shift = Math.Max(0, 32 - BitOperations.LeadingZeroCount(max - min) - 8); // (range >> shift) < 256
+        Span<int> ends = stackalloc int[Buckets];
+        int largest = Scatter(keys, scratch, min, max, shift, ends);
+        if (largest <= InsertionSortLimit)
+        {
+            // Every key is at most a small bucket away from its place: one insertion pass over the whole array
+            // finishes the sort, with branches that fail only inside a bucket (no per-bucket loop to mispredict).
             InsertionSort(scratch);
             return true;
         }
 
-        BucketSort(keys, scratch, min, max);
-        return false;
-    }
-
-    /// <summary>
-    /// The first level of <see cref="BucketSort"/>: scatters into <paramref name="scratch"/> and returns true when
-    /// every bucket is small enough for one insertion pass; otherwise leaves <paramref name="keys"/> untouched.
-    /// </summary>
-    [SkipLocalsInit]
-    private static bool TryScatterForInsertion(ReadOnlySpan<uint> keys, Span<uint> scratch, uint min, uint max)
-    {
-        uint range = max - min;
-        int shift = Math.Max(0, 32 - BitOperations.LeadingZeroCount(range) - 8);
-        Span<int> ends = stackalloc int[Buckets];
-        ends.Clear();
-        ref int counts = ref MemoryMarshal.GetReference(ends);
-        foreach (uint key in keys)
-        {
-            Unsafe.Add(ref counts, (int)((key - min) >> shift))++;
-        }
-
-        int sum = 0;
-        int largest = 0;
+        // A crowded bucket (skewed keys): finish bucket by bucket. After the scatter ends[b] is where bucket b stops.
+        int start = 0;
         for (int bucket = 0; bucket < Buckets; bucket++)
         {
-            int count = Unsafe.Add(ref counts, bucket);
-            Unsafe.Add(ref counts, bucket) = sum;
-            sum += count;
-            largest = Math.Max(largest, count);
-        }
+            int end = ends[bucket];
+            if (end - start > 1)
+            {
+                // The bucket's keys lie in [low, low + 2^shift - 1] (and never above max): a range 2^8 times
+                // narrower, so the recursion ends after at most four levels. Its slice of keys is free scratch now.
+                uint low = min + ((uint)bucket << shift);
+                uint high = (uint)Math.Min((ulong)low + (1UL << shift) - 1, max);
+                Span<uint> slice = scratch[start..end];
+                if (BucketSortInto(slice, keys[start..end], low, high))
+                {
+                    keys[start..end].CopyTo(slice); // it finished in its scratch: bring it back
+                }
+            }
 
-        if (largest > InsertionSortLimit)
-        {
-            return false;
-        }
-
-        ref uint destination = ref MemoryMarshal.GetReference(scratch);
-        foreach (uint key in keys)
-        {
-            ref int slot = ref Unsafe.Add(ref counts, (int)((key - min) >> shift));
-            Unsafe.Add(ref destination, slot++) = key;
+            start = end;
         }
 
         return true;
     }
 
-    /// <summary>Distributes the keys by value into 256 buckets over [min, max], then finishes each bucket.</summary>
-    [SkipLocalsInit]
-    internal static void BucketSort(Span<uint> keys, Span<uint> scratch, uint min, uint max)
+    /// <summary>
+    /// Distributes <paramref name="keys"/> into 256 value buckets of width 2^<paramref name="shift"/> from
+    /// <paramref name="min"/>, stably, into <paramref name="scratch"/>: a histogram, a prefix sum and one scatter,
+    /// no comparisons. <paramref name="ends"/> receives where each bucket stops; returns the largest bucket.
+    /// </summary>
+    private static int Scatter(ReadOnlySpan<uint> keys, Span<uint> scratch, uint min, uint max, int shift, Span<int> ends)
     {
-        if (keys.Length <= InsertionSortLimit)
-        {
-            InsertionSort(keys);
-            return;
-        }
-
-        uint range = max - min;
-        if (range == 0)
-        {
-            return; // all equal
-        }
-
-        int shift = Math.Max(0, 32 - BitOperations.LeadingZeroCount(range) - 8); // (range >> shift) < 256
-        Span<int> ends = stackalloc int[Buckets];
         ends.Clear();
         ref int counts = ref MemoryMarshal.GetReference(ends);
         foreach (uint key in keys)
@@ -154,42 +140,7 @@ internal static class PfnSorter
             Unsafe.Add(ref destination, slot++) = key;
         }
 
-        if (largest <= InsertionSortLimit)
-        {
-            // Every key is at most a small bucket away from its place: one insertion pass over the whole array
-            // finishes the sort, with branches that fail only inside a bucket (no per-bucket loop to mispredict).
-            InsertionSort(scratch);
-            scratch.CopyTo(keys);
-            return;
-        }
-
-        // A crowded bucket (skewed keys): finish bucket by bucket. After the scatter ends[b] is where bucket b stops.
-        int start = 0;
-        for (int bucket = 0; bucket < Buckets; bucket++)
-        {
-            int end = Unsafe.Add(ref counts, bucket);
-            int size = end - start;
-            if (size > 1)
-            {
-                Span<uint> slice = scratch[start..end];
-                if (size <= InsertionSortLimit)
-                {
-                    InsertionSort(slice);
-                }
-                else
-                {
-                    // The bucket's keys lie in [low, low + 2^shift - 1] (and never above max): a range 2^8 times
-                    // narrower, so the recursion ends after at most four levels.
-                    uint low = min + ((uint)bucket << shift);
-                    uint high = (uint)Math.Min((ulong)low + (1UL << shift) - 1, max);
-                    BucketSort(slice, keys[start..end], low, high); // keys[start..end] is free scratch now
-                }
-            }
-
-            start = end;
-        }
-
-        scratch.CopyTo(keys);
+        return largest;
     }
 
     private static void InsertionSort(Span<uint> keys)
