@@ -34,6 +34,15 @@ public enum BalloonMessageError
     /// <summary>A reported range that is not whole 4 KiB pages.</summary>
     NotPageAligned,
 
-    /// <summary>A free page hint buffer the device did not ask for (no report was requested).</summary>
+    /// <summary>Free page hint blocks that arrived while no report of the current id ran (a stale id, after a stop): ignored, as the spec says.</summary>
     UnrequestedHint,
+
+    /// <summary>A hint command buffer of the wrong size, or a hint-array start command with a block size that is not a power of two from 4 KiB to 1 GiB.</summary>
+    BadHintCommand,
+
+    /// <summary>A hint array whose length is not a multiple of 8 bytes.</summary>
+    HintArrayLength,
+
+    /// <summary>A hint-array entry not aligned to the block size or not inside guest RAM (the entries before it were applied).</summary>
+    HintMisaligned,
 }

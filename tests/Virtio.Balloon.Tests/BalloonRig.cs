@@ -3,6 +3,7 @@ using Virtio.Balloon.Backends;
 using Virtio.Balloon.Device;
 using Virtio.Balloon.Driver;
 using Virtio.Balloon.GuestAllocator;
+using Virtio.Balloon.Hints;
 using Virtio.Ring;
 using Virtio.Ring.Transport;
 using Virtio.Ring.Transport.Mmio;
@@ -25,7 +26,13 @@ internal sealed class BalloonRig : IDisposable
         BalloonQueueNumbering numbering = BalloonQueueNumbering.Linux,
         uint poison = 0,
         int maxPfns = 1024,
-        TimeSpan? timeout = null)
+        TimeSpan? timeout = null,
+        FreePageHintProtocol hintProtocol = FreePageHintProtocol.Standard,
+        int hintOrder = 10,
+        int hintArrayBytes = 4 << 20,
+        int hintArrays = 2,
+        int queueSize = 128,
+        IFreePageHintSink? hintSink = null)
     {
         Memory = GuestMemory.Allocate(guestBytes);
         Allocator = new BuddyAllocator(0, guestBytes / 4096);
@@ -35,6 +42,8 @@ internal sealed class BalloonRig : IDisposable
             OfferedFeatures = offered,
             Numbering = numbering,
             MaxPfnsPerRequest = maxPfns,
+            HintProtocol = hintProtocol,
+            FreePageHintSink = hintSink,
             Device = new VirtioDeviceOptions { Threading = threading },
         });
         Driver = null!;
@@ -46,6 +55,11 @@ internal sealed class BalloonRig : IDisposable
             Numbering = numbering,
             PoisonValue = poison,
             Timeout = timeout ?? TimeSpan.FromSeconds(10),
+            HintProtocol = hintProtocol,
+            HintOrder = hintOrder,
+            HintArrayBytes = hintArrayBytes,
+            HintArrayCount = hintArrays,
+            QueueSize = queueSize,
         });
     }
 

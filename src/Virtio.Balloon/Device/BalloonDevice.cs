@@ -4,6 +4,7 @@ using System.Collections.Generic;
 using System.Runtime.InteropServices;
 using System.Threading;
 using Virtio.Balloon.Backends;
+using Virtio.Balloon.Hints;
 using Virtio.Ring;
 using Virtio.Ring.Transport;
 
@@ -33,7 +34,7 @@ namespace Virtio.Balloon.Device;
 /// not hang, and nothing of it reaches the back end.
 /// </para>
 /// </summary>
-public sealed class BalloonDevice : VirtioDevice
+public sealed partial class BalloonDevice : VirtioDevice
 {
     /// <summary>The balloon's device ID.</summary>
     public const uint BalloonDeviceId = 5;
@@ -87,6 +88,10 @@ public sealed class BalloonDevice : VirtioDevice
         _ranges = new GuestPageRange[options.MaxPfnsPerRequest];
         _reportRanges = new GuestPageRange[options.MaxQueueSize];
         _statsBytes = new byte[options.MaxStatsEntries * 10];
+        _hintProtocol = options.HintProtocol;
+        _hintBigEndian = options.LegacyBigEndianHints;
+        _hintSink = options.FreePageHintSink;
+        _decoder = new HintArrayDecoder(_ram, HintRunCapacity);
         if (options.StatisticsInterval > TimeSpan.Zero)
         {
             _statsTimer = new Timer(static d => ((BalloonDevice)d!).RequestStatistics(), this, options.StatisticsInterval, options.StatisticsInterval);
@@ -189,6 +194,7 @@ public sealed class BalloonDevice : VirtioDevice
             _unknownStats.Clear();
         }
 
+        ResetHints();
         _backend.Reset();
     }
 
@@ -196,6 +202,12 @@ public sealed class BalloonDevice : VirtioDevice
     protected override void OnQueueNotify(int index, DeviceVirtqueue queue, uint notificationData)
     {
         BalloonQueueLayout layout = Layout;
+        if (index == layout.FreePageHint)
+        {
+            ServeHints(index, queue);
+            return;
+        }
+
         do
         {
             queue.DisableAvailableNotifications();
@@ -209,8 +221,7 @@ public sealed class BalloonDevice : VirtioDevice
 
                 BalloonMessageError error = index == layout.Inflate ? Balloon(chain, inflate: true)
                     : index == layout.Deflate ? Balloon(chain, inflate: false)
-                    : index == layout.Reporting ? Report(chain)
-                    : BalloonMessageError.UnrequestedHint;
+                    : Report(chain);
                 if (error != BalloonMessageError.None)
                 {
                     Interlocked.Increment(ref _rejected[(int)error]);
@@ -235,6 +246,15 @@ public sealed class BalloonDevice : VirtioDevice
             writer.WriteBoolean(_statsHeld);
             writer.WriteUInt16(_statsHeld ? _statsTicket.ChainId : (ushort)0);
         }
+
+        lock (_hintLock)
+        {
+            long state = Volatile.Read(ref _hintState);
+            writer.WriteByte((byte)(state >> 32));
+            writer.WriteUInt32((uint)state);
+            writer.WriteUInt32(_lastIssuedId);
+            writer.WriteByte((byte)_hintBlockShift);
+        }
     }
 
     /// <inheritdoc/>
@@ -242,7 +262,12 @@ public sealed class BalloonDevice : VirtioDevice
     {
         bool held = reader.ReadBoolean();
         ushort id = reader.ReadUInt16();
-        if (!reader.IsValid || reader.Remaining != 0)
+        byte hintStatus = reader.ReadByte();
+        uint hintId = reader.ReadUInt32();
+        uint lastIssued = reader.ReadUInt32();
+        byte blockShift = reader.ReadByte();
+        if (!reader.IsValid || reader.Remaining != 0 || hintStatus > (byte)FreePageHintStatus.Done
+            || (blockShift != 0 && blockShift is < 12 or > 30))
         {
             return false;
         }
@@ -257,6 +282,13 @@ public sealed class BalloonDevice : VirtioDevice
         {
             _statsHeld = held;
             _statsTicket = held ? DeferCompletion(stats, id) : default;
+        }
+
+        lock (_hintLock)
+        {
+            Interlocked.Exchange(ref _hintState, ((long)hintStatus << 32) | hintId);
+            _lastIssuedId = lastIssued;
+            _hintBlockShift = blockShift;
         }
 
         return true;

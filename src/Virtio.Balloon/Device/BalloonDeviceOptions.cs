@@ -1,4 +1,5 @@
 using System;
+using Virtio.Balloon.Hints;
 using Virtio.Ring.Transport;
 
 namespace Virtio.Balloon.Device;
@@ -13,6 +14,15 @@ public sealed class BalloonDeviceOptions
     /// </summary>
     public ulong OfferedFeatures { get; init; } =
         (1UL << BalloonFeatureBits.MustTellHost) | (1UL << BalloonFeatureBits.StatsVq) | (1UL << BalloonFeatureBits.DeflateOnOom);
+
+    /// <summary>Which free page hint protocol the device speaks (the driver must be configured alike); the spec's by default.</summary>
+    public FreePageHintProtocol HintProtocol { get; init; } = FreePageHintProtocol.Standard;
+
+    /// <summary>A legacy big-endian peer: hint command fields and hint-array entries are big-endian (off: little-endian, as VIRTIO 1.x says).</summary>
+    public bool LegacyBigEndianHints { get; init; }
+
+    /// <summary>Where applied free page hints go at first (see <see cref="BalloonDevice.FreePageHintSink"/>).</summary>
+    public IFreePageHintSink? FreePageHintSink { get; init; }
 
     /// <summary>How the queues are numbered; <see cref="BalloonQueueNumbering.Linux"/> by default.</summary>
     public BalloonQueueNumbering Numbering { get; init; } = BalloonQueueNumbering.Linux;

@@ -56,6 +56,24 @@ internal sealed class GuestRamMap
         }
     }
 
+    /// <summary>The longest run of RAM (first PFN, one past the last), or (0, 0) when there is none: the window the vectorized hint check uses.</summary>
+    public (ulong FirstPfn, ulong EndPfn) LargestRun
+    {
+        get
+        {
+            (ulong, ulong) best = (0, 0);
+            for (int i = 0; i < _starts.Length; i++)
+            {
+                if (_ends[i] - _starts[i] > best.Item2 - best.Item1)
+                {
+                    best = (_starts[i], _ends[i]);
+                }
+            }
+
+            return best;
+        }
+    }
+
     /// <summary>True when every page of the run is RAM.</summary>
     public bool Contains(in GuestPageRange range)
     {

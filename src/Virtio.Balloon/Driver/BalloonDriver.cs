@@ -33,7 +33,7 @@ namespace Virtio.Balloon.Driver;
 /// the balloon and anything in flight, so the allocator's accounting balances after any sequence.
 /// </para>
 /// </summary>
-public sealed class BalloonDriver : IDisposable
+public sealed partial class BalloonDriver : IDisposable
 {
     private const int InflateToken = 0;
     private const int DeflateToken = 1;
@@ -73,6 +73,9 @@ public sealed class BalloonDriver : IDisposable
         _options = options ?? new BalloonDriverOptions();
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.PfnsPerRequest, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(_options.PfnsPerRequest, 1024); // one page of le32 PFNs
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.HintOrder, 0);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(_options.HintOrder, BuddyAllocator.MaxOrder);
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.HintArrayCount, 1);
         _request = new ulong[_options.PfnsPerRequest];
         _reported = new (ulong, int)[_options.ReportingCapacity];
         _candidates = new ulong[_options.ReportingCapacity];
@@ -145,6 +148,11 @@ public sealed class BalloonDriver : IDisposable
             }
         }
 
+        if (Layout.FreePageHint >= 0)
+        {
+            SetUpHinting();
+        }
+
         if (Has(BalloonFeatureBits.PagePoison))
         {
             Span<byte> poison = stackalloc byte[4];
@@ -160,9 +168,14 @@ public sealed class BalloonDriver : IDisposable
 
         _mmio.SetDriverOk();
         _running = true;
-        if (Has(BalloonFeatureBits.DeflateOnOom))
+        if (Has(BalloonFeatureBits.DeflateOnOom) || Layout.FreePageHint >= 0)
         {
-            _allocator.OutOfMemory = _ => DeflateOnOutOfMemory();
+            // Memory pressure first takes back blocks held for hinting (Linux's shrinker), then deflates.
+            _allocator.OutOfMemory = _ =>
+            {
+                long freed = _hintedCount > 0 ? ReturnHintedBlocks() : 0;
+                return freed > 0 ? freed : DeflateOnOutOfMemory();
+            };
         }
 
         return true;
@@ -202,7 +215,14 @@ public sealed class BalloonDriver : IDisposable
             }
         }
 
-        return (reasons & VirtioInterruptReason.ConfigurationChange) != 0 ? UpdateBalloonSize() : 0;
+        if ((reasons & VirtioInterruptReason.ConfigurationChange) == 0)
+        {
+            return 0;
+        }
+
+        long moved = UpdateBalloonSize();
+        HandleFreePageHintCommand();
+        return moved;
     }
 
     /// <summary>
@@ -333,6 +353,8 @@ public sealed class BalloonDriver : IDisposable
 
         ReturnRequest();
         ReturnReported();
+        ReturnHintedBlocks();
+        _freeHintArrayCount = 0; // the pool's memory goes back with the driver's own
         lock (_allocator.SyncRoot)
         {
             while (_balloon.TryPop(out ulong pfn))
@@ -345,7 +367,7 @@ public sealed class BalloonDriver : IDisposable
                 _allocator.Free(pfn, order);
             }
 
-            if (Has(BalloonFeatureBits.DeflateOnOom))
+            if (Has(BalloonFeatureBits.DeflateOnOom) || Layout.FreePageHint >= 0)
             {
                 _allocator.OutOfMemory = null;
             }
@@ -449,6 +471,7 @@ public sealed class BalloonDriver : IDisposable
         _requestKind = kind;
         _memory.TryGetSpan(_pfnBuffer, _requestCount * 4, out Span<byte> array);
         HintPacking.PackPfnsLe32(_request.AsSpan(0, _requestCount), array); // le32, 4 KiB units (5.5.6), vectorized
+        _options.GuestWriteObserver?.Invoke(_pfnBuffer, (ulong)_requestCount * 4);
 
         DriverVirtqueue<int> queue = _queues[queueIndex]!;
         Span<GuestRange> readable = [new GuestRange(_pfnBuffer, (uint)(_requestCount * 4))];
@@ -514,6 +537,8 @@ public sealed class BalloonDriver : IDisposable
             _memory.TryGetSpan(gpa, BuddyAllocator.PageSize, out Span<byte> page);
             System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(page).Fill(BitConverter.IsLittleEndian ? pattern : BinaryPrimitives.ReverseEndianness(pattern));
         }
+
+        _options.GuestWriteObserver?.Invoke(pfn << 12, (ulong)BuddyAllocator.PageSize << order);
     }
 
     private void SendStatistics()
@@ -540,6 +565,7 @@ public sealed class BalloonDriver : IDisposable
                 }
             }
 
+            _options.GuestWriteObserver?.Invoke(_statsBuffer, (ulong)at);
             DriverVirtqueue<int> queue = _queues[Layout.Stats]!;
             if (queue.TryAdd([new GuestRange(_statsBuffer, (uint)at)], [], StatsToken))
             {

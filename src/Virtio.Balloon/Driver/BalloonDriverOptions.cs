@@ -1,4 +1,5 @@
 using System;
+using Virtio.Balloon.Hints;
 using Virtio.Ring;
 
 namespace Virtio.Balloon.Driver;
@@ -35,6 +36,32 @@ public sealed class BalloonDriverOptions
     /// pages before they are reported). 0 means poisoning without a pattern (pages read as zero).
     /// </summary>
     public uint PoisonValue { get; init; }
+
+    /// <summary>Which free page hint protocol the driver speaks (the device must be configured alike); the spec's by default.</summary>
+    public FreePageHintProtocol HintProtocol { get; init; } = FreePageHintProtocol.Standard;
+
+    /// <summary>
+    /// The order of the free blocks hinted: 10 (4 MiB, as Linux and the original patch) by default, down to 0
+    /// (4 KiB). Free blocks of this order and above are hinted; with the hint-array protocol a larger block is
+    /// sent as its blocks of this order (the start command carries one block size).
+    /// </summary>
+    public int HintOrder { get; init; } = 10;
+
+    /// <summary>Bytes of each hint array in the pool (hint-array protocol): a power of two from 4 KiB to 4 MiB, 4 MiB by default (524,288 addresses).</summary>
+    public int HintArrayBytes { get; init; } = 4 << 20;
+
+    /// <summary>Hint arrays in the pool, allocated once from guest memory at initialisation and reused by every report.</summary>
+    public int HintArrayCount { get; init; } = 2;
+
+    /// <summary>A legacy big-endian device: hint command fields and addresses are big-endian.</summary>
+    public bool LegacyBigEndianHints { get; init; }
+
+    /// <summary>
+    /// Called after the driver wrote guest memory itself (hint arrays and commands, PFN and statistics buffers,
+    /// poison), with the guest physical address and length: what a migration's dirty log must see. Rings are
+    /// written by the device too; a VMM logs those pages itself.
+    /// </summary>
+    public Action<ulong, ulong>? GuestWriteObserver { get; init; }
 
     /// <summary>How long any wait for the device may take before the driver gives up (bounded waits).</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(10);

@@ -11,16 +11,18 @@ namespace Virtio.Ring.Transport;
 public readonly ref struct ConfigChange
 {
     private readonly VirtioDevice _device;
+    private readonly bool _notify;
 
-    internal ConfigChange(VirtioDevice device, Span<byte> config)
+    internal ConfigChange(VirtioDevice device, Span<byte> config, bool notify)
     {
         _device = device;
+        _notify = notify;
         Config = config;
     }
 
     /// <summary>The configuration space, writable.</summary>
     public Span<byte> Config { get; }
 
-    /// <summary>Publishes the change: new generation, lock released, configuration change notification.</summary>
-    public void Dispose() => _device.EndConfigChange();
+    /// <summary>Publishes the change: new generation, lock released, configuration change notification (unless the change was begun silent).</summary>
+    public void Dispose() => _device.EndConfigChange(_notify);
 }

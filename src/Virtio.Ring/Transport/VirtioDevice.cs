@@ -42,7 +42,7 @@ namespace Virtio.Ring.Transport;
 /// </para>
 /// <para>
 /// <b>What a model may call from its serving thread:</b> the queue it was handed, <see cref="Queue"/>,
-/// <see cref="SignalUsedBuffers"/>, <see cref="BeginConfigChange"/>, <see cref="DeferCompletion"/>,
+/// <see cref="SignalUsedBuffers"/>, <see cref="BeginConfigChange()"/>, <see cref="DeferCompletion"/>,
 /// <see cref="Complete"/>, <see cref="Status"/>, <see cref="NegotiatedFeatures"/> and <see cref="HasFeature"/>.
 /// Not the transport-facing control members: they would wait for the control lock, whose holder may be waiting
 /// for this worker to park. For the same reason a <see cref="Faulted"/> handler must not reset the device
@@ -632,7 +632,7 @@ public abstract partial class VirtioDevice : IDisposable
     /// <summary>
     /// The device's configuration space, for the model to initialise in its constructor and in
     /// <see cref="OnReset"/> (both run while no driver can read it). To change it while the driver runs, use
-    /// <see cref="BeginConfigChange"/>.
+    /// <see cref="BeginConfigChange()"/>.
     /// </summary>
     protected Span<byte> Config => _config;
 
@@ -701,10 +701,17 @@ public abstract partial class VirtioDevice : IDisposable
     /// }
     /// </code>
     /// </summary>
-    protected ConfigChange BeginConfigChange()
+    protected ConfigChange BeginConfigChange() => BeginConfigChange(notify: true);
+
+    /// <summary>
+    /// Starts a change of configuration space, as <see cref="BeginConfigChange()"/>, but sends the configuration
+    /// change notification only when <paramref name="notify"/> is set: for fields the driver reads when it wants
+    /// (the balloon's hint command id going back to STOP after the driver's own STOP, as QEMU does it silently).
+    /// </summary>
+    protected ConfigChange BeginConfigChange(bool notify)
     {
         Monitor.Enter(_configLock);
-        return new ConfigChange(this, _config);
+        return new ConfigChange(this, _config, notify);
     }
 
     /// <summary>Sends a used buffer notification for queue <paramref name="index"/>.</summary>
@@ -738,11 +745,11 @@ public abstract partial class VirtioDevice : IDisposable
     }
 
     /// <summary>Ends a <see cref="ConfigChange"/>: new generation, lock released, then the notification.</summary>
-    internal void EndConfigChange()
+    internal void EndConfigChange(bool notify)
     {
         Volatile.Write(ref _configGeneration, _configGeneration + 1);
         Monitor.Exit(_configLock);
-        if ((Status & DeviceStatus.DriverOk) != 0)
+        if (notify && (Status & DeviceStatus.DriverOk) != 0)
         {
             Interrupt?.Raise(VirtioInterruptReason.ConfigurationChange, -1);
         }

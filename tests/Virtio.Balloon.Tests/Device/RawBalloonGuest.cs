@@ -2,6 +2,7 @@ using System;
 using System.Buffers.Binary;
 using Virtio.Balloon.Backends;
 using Virtio.Balloon.Device;
+using Virtio.Balloon.Hints;
 using Virtio.Ring;
 using Virtio.Ring.Transport;
 using Virtio.Ring.Transport.Mmio;
@@ -28,11 +29,22 @@ internal sealed class RawBalloonGuest : IDisposable
         ulong hostPageSize = 4096,
         ulong guestBytes = 64UL << 20,
         GuestMemory? memory = null,
-        Func<GuestMemory, IBalloonBackend>? backend = null)
+        Func<GuestMemory, IBalloonBackend>? backend = null,
+        FreePageHintProtocol hintProtocol = FreePageHintProtocol.Standard,
+        IFreePageHintSink? hintSink = null,
+        bool bigEndianHints = false)
     {
         Memory = memory ?? GuestMemory.Allocate(guestBytes);
         Backend = new InMemoryBalloonBackend(guestBytes / 4096, hostPageSize);
-        Device = new BalloonDevice(Memory, backend?.Invoke(Memory) ?? Backend, new BalloonDeviceOptions { OfferedFeatures = offered, Numbering = numbering, MaxPfnsPerRequest = maxPfns });
+        Device = new BalloonDevice(Memory, backend?.Invoke(Memory) ?? Backend, new BalloonDeviceOptions
+        {
+            OfferedFeatures = offered,
+            Numbering = numbering,
+            MaxPfnsPerRequest = maxPfns,
+            HintProtocol = hintProtocol,
+            FreePageHintSink = hintSink,
+            LegacyBigEndianHints = bigEndianHints,
+        });
         Transport = new VirtioMmioTransport(Device);
         Driver = new VirtioMmioDriver(Transport);
         ulong transport = (1UL << VirtioFeatureBits.Version1) | (format == VirtqueueFormat.Packed ? 1UL << VirtioFeatureBits.RingPacked : 0);

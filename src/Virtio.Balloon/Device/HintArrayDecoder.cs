@@ -1,0 +1,402 @@
+using System;
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace Virtio.Balloon.Device;
+
+/// <summary>What <see cref="HintArrayDecoder.Decode"/> stopped at.</summary>
+internal enum HintDecodeOutcome
+{
+    /// <summary>Every entry was decoded.</summary>
+    Done,
+
+    /// <summary>The run buffer is nearly full: take <see cref="HintArrayDecoder.Runs"/>, clear, call again.</summary>
+    RunsFull,
+
+    /// <summary>The entry at the returned position is not block-aligned or not inside guest RAM; decoding stopped there.</summary>
+    Invalid,
+}
+
+/// <summary>
+/// The device's hot path for the hint-array protocol: turns an array of guest physical addresses of free blocks
+/// (le64, or be64 from a big-endian legacy peer) into coalesced runs of pages, validating every entry (aligned to
+/// the block size, the whole block inside guest RAM). Each entry is read from guest memory once, into a register,
+/// and only the validated value is used.
+/// <para>
+/// <b>Vectorized.</b> Vector512, Vector256 or Vector128 (whichever the hardware accelerates) loads a vector of
+/// entries and, beside it, the same vector shifted back by one entry (an unaligned load at <c>i - 1</c>); one
+/// compare gives the alignment and RAM check of every lane against the largest RAM run, another gives which lanes
+/// continue their predecessor. A vector whose lanes all continue the open run costs a few instructions; lanes that
+/// start a run are found by a mask scan, so the work per vector is proportional to the runs it ends, not to its
+/// entries. A lane that fails the window check falls back to the scalar step, which checks against the whole RAM
+/// map, so the output (runs, and the position of an invalid entry) is identical to <see cref="ScalarOnly"/>.
+/// </para>
+/// </summary>
+internal sealed class HintArrayDecoder
+{
+    private const int PageShift = 12;
+
+    private readonly GuestRamMap _ram;
+    private readonly GuestPageRange[] _runs;
+    private readonly ulong _windowFirst;      // first address of the largest RAM run
+    private readonly ulong _windowBytes;      // its length
+    private int _count;
+    private int _blockShift;
+    private ulong _blockBytes;
+    private ulong _alignMask;
+    private ulong _windowSpan;                // lanes are valid when (address - _windowFirst) <= _windowSpan
+    private bool _windowUsable;
+    private bool _swap;
+    private bool _open;
+    private ulong _runStart;
+    private ulong _runBlocks;
+
+    public HintArrayDecoder(GuestRamMap ram, int runCapacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(runCapacity, 2 * MaxRunsPerStep);
+        _ram = ram;
+        _runs = new GuestPageRange[runCapacity];
+        (ulong first, ulong end) = ram.LargestRun;
+        _windowFirst = first << PageShift;
+        _windowBytes = (end - first) << PageShift;
+    }
+
+    /// <summary>The most runs one step can emit (a Vector512 of 8 entries that all start runs, plus the one it closes).</summary>
+    public static int MaxRunsPerStep => 9;
+
+    /// <summary>Decode entry by entry with no vector at all (the scalar reference; tests and benchmarks).</summary>
+    public bool ScalarOnly { get; set; }
+
+    /// <summary>The runs decoded since the last <see cref="ClearRuns"/>.</summary>
+    public ReadOnlySpan<GuestPageRange> Runs => _runs.AsSpan(0, _count);
+
+    /// <summary>The block size of the current array, in bytes.</summary>
+    public ulong BlockBytes => _blockBytes;
+
+    /// <summary>Starts an array of blocks of <c>2^blockShift</c> bytes (12 = 4 KiB .. 30 = 1 GiB).</summary>
+    public void Begin(int blockShift, bool bigEndian)
+    {
+        Debug.Assert(blockShift is >= PageShift and <= 30, "the device validated the block size");
+        _blockShift = blockShift;
+        _blockBytes = 1UL << blockShift;
+        _alignMask = _blockBytes - 1;
+        _windowUsable = _windowBytes >= _blockBytes;
+        _windowSpan = _windowUsable ? _windowBytes - _blockBytes : 0;
+        _swap = bigEndian == BitConverter.IsLittleEndian;
+        _open = false;
+        _count = 0;
+    }
+
+    /// <summary>Forgets the runs taken (the open run, if any, carries on).</summary>
+    public void ClearRuns() => _count = 0;
+
+    /// <summary>Closes the open run (end of the array): it joins <see cref="Runs"/>. Leaves room: callers flush at <see cref="HintDecodeOutcome.RunsFull"/>.</summary>
+    public void Finish()
+    {
+        if (_open)
+        {
+            Emit();
+            _open = false;
+        }
+    }
+
+    /// <summary>
+    /// Decodes the 8-byte entries of <paramref name="entries"/> from <paramref name="position"/> (an entry index)
+    /// until the end, a nearly full run buffer, or an invalid entry (left at <paramref name="position"/>).
+    /// </summary>
+    public HintDecodeOutcome Decode(ReadOnlySpan<byte> entries, ref int position)
+    {
+        Debug.Assert(entries.Length % 8 == 0, "whole entries");
+        ReadOnlySpan<ulong> values = MemoryMarshal.Cast<byte, ulong>(entries);
+        ref ulong first = ref MemoryMarshal.GetReference(values);
+        int n = values.Length;
+        int limit = _runs.Length - MaxRunsPerStep;
+        int i = position;
+        bool vectors = !ScalarOnly && _windowUsable;
+        try
+        {
+            while (i < n)
+            {
+                if (_count > limit)
+                {
+                    return HintDecodeOutcome.RunsFull;
+                }
+
+                if (i == 0 || !vectors)
+                {
+                    if (!Step(Unsafe.Add(ref first, i)))
+                    {
+                        return HintDecodeOutcome.Invalid;
+                    }
+
+                    i++;
+                }
+                else if (Vector512.IsHardwareAccelerated && i + 8 <= n)
+                {
+                    if (!Step512(ref first, i))
+                    {
+                        if (!ScalarSteps(ref first, ref i, 8))
+                        {
+                            return HintDecodeOutcome.Invalid;
+                        }
+
+                        continue;
+                    }
+
+                    i += 8;
+                }
+                else if (Vector256.IsHardwareAccelerated && i + 4 <= n)
+                {
+                    if (!Step256(ref first, i))
+                    {
+                        if (!ScalarSteps(ref first, ref i, 4))
+                        {
+                            return HintDecodeOutcome.Invalid;
+                        }
+
+                        continue;
+                    }
+
+                    i += 4;
+                }
+                else if (Vector128.IsHardwareAccelerated && i + 2 <= n)
+                {
+                    if (!Step128(ref first, i))
+                    {
+                        if (!ScalarSteps(ref first, ref i, 2))
+                        {
+                            return HintDecodeOutcome.Invalid;
+                        }
+
+                        continue;
+                    }
+
+                    i += 2;
+                }
+                else
+                {
+                    if (!Step(Unsafe.Add(ref first, i)))
+                    {
+                        return HintDecodeOutcome.Invalid;
+                    }
+
+                    i++;
+                }
+            }
+
+            return HintDecodeOutcome.Done;
+        }
+        finally
+        {
+            position = i;
+        }
+    }
+
+    /// <summary>A vector with a lane outside the window: its entries one by one, against the whole RAM map.</summary>
+    private bool ScalarSteps(ref ulong first, ref int i, int lanes)
+    {
+        for (int end = i + lanes; i < end; i++)
+        {
+            if (!Step(Unsafe.Add(ref first, i)))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>One entry: validate, then extend the open run or start a new one.</summary>
+    private bool Step(ulong raw)
+    {
+        ulong address = _swap ? BinaryPrimitives.ReverseEndianness(raw) : raw;
+        if ((address & _alignMask) != 0)
+        {
+            return false;
+        }
+
+        bool inWindow = _windowUsable && address - _windowFirst <= _windowSpan;
+        if (!inWindow && !_ram.Contains(new GuestPageRange(address >> PageShift, _blockBytes >> PageShift)))
+        {
+            return false;
+        }
+
+        if (_open && address == _runStart + (_runBlocks << _blockShift))
+        {
+            _runBlocks++;
+        }
+        else
+        {
+            if (_open)
+            {
+                Emit();
+            }
+
+            _open = true;
+            _runStart = address;
+            _runBlocks = 1;
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Lanes <c>i .. i+7</c>. Entry <c>i - 1</c> was decoded already, so the open run ends at it and lane 0
+    /// continues the run exactly when it follows entry <c>i - 1</c>. False (nothing consumed) when a lane is outside
+    /// the window or misaligned.
+    /// </summary>
+    private bool Step512(ref ulong first, int i)
+    {
+        Vector512<ulong> v = Vector512.LoadUnsafe(ref first, (nuint)i);
+        Vector512<ulong> previous = Vector512.LoadUnsafe(ref first, (nuint)(i - 1));
+        if (_swap)
+        {
+            Vector512<byte> reverse = Vector512.Create(ReverseEachUInt64Bytes());
+            v = Vector512.Shuffle(v.AsByte(), reverse).AsUInt64();
+            previous = Vector512.Shuffle(previous.AsByte(), reverse).AsUInt64();
+        }
+
+        Vector512<ulong> bad = (v & Vector512.Create(_alignMask))
+            | Vector512.GreaterThan(v - Vector512.Create(_windowFirst), Vector512.Create(_windowSpan));
+        if (bad != Vector512<ulong>.Zero)
+        {
+            return false;
+        }
+
+        ulong starts = ~Vector512.Equals(v, previous + Vector512.Create(_blockBytes)).ExtractMostSignificantBits() & 0xFF;
+        Lanes512(v, starts);
+        return true;
+    }
+
+    private bool Step256(ref ulong first, int i)
+    {
+        Vector256<ulong> v = Vector256.LoadUnsafe(ref first, (nuint)i);
+        Vector256<ulong> previous = Vector256.LoadUnsafe(ref first, (nuint)(i - 1));
+        if (_swap)
+        {
+            Vector256<byte> reverse = Vector256.Create(ReverseEachUInt64Bytes()[..32]);
+            v = Vector256.Shuffle(v.AsByte(), reverse).AsUInt64();
+            previous = Vector256.Shuffle(previous.AsByte(), reverse).AsUInt64();
+        }
+
+        Vector256<ulong> bad = (v & Vector256.Create(_alignMask))
+            | Vector256.GreaterThan(v - Vector256.Create(_windowFirst), Vector256.Create(_windowSpan));
+        if (bad != Vector256<ulong>.Zero)
+        {
+            return false;
+        }
+
+        ulong starts = ~Vector256.Equals(v, previous + Vector256.Create(_blockBytes)).ExtractMostSignificantBits() & 0xF;
+        Lanes256(v, starts);
+        return true;
+    }
+
+    private bool Step128(ref ulong first, int i)
+    {
+        Vector128<ulong> v = Vector128.LoadUnsafe(ref first, (nuint)i);
+        Vector128<ulong> previous = Vector128.LoadUnsafe(ref first, (nuint)(i - 1));
+        if (_swap)
+        {
+            Vector128<byte> reverse = Vector128.Create(ReverseEachUInt64Bytes()[..16]);
+            v = Vector128.Shuffle(v.AsByte(), reverse).AsUInt64();
+            previous = Vector128.Shuffle(previous.AsByte(), reverse).AsUInt64();
+        }
+
+        Vector128<ulong> bad = (v & Vector128.Create(_alignMask))
+            | Vector128.GreaterThan(v - Vector128.Create(_windowFirst), Vector128.Create(_windowSpan));
+        if (bad != Vector128<ulong>.Zero)
+        {
+            return false;
+        }
+
+        ulong starts = ~Vector128.Equals(v, previous + Vector128.Create(_blockBytes)).ExtractMostSignificantBits() & 0x3;
+        if (starts == 0)
+        {
+            _runBlocks += 2;
+            return true;
+        }
+
+        int lane = 0;
+        while (starts != 0)
+        {
+            int b = BitOperations.TrailingZeroCount(starts);
+            _runBlocks += (ulong)(b - lane);
+            Emit();
+            _runStart = v.GetElement(b);
+            _runBlocks = 1;
+            lane = b + 1;
+            starts &= starts - 1;
+        }
+
+        _runBlocks += (ulong)(2 - lane);
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Lanes512(Vector512<ulong> v, ulong starts)
+    {
+        const int width = 8;
+        if (starts == 0)
+        {
+            _runBlocks += width; // the common case of a free guest: the whole vector continues the run
+            return;
+        }
+
+        int lane = 0;
+        while (starts != 0)
+        {
+            int b = BitOperations.TrailingZeroCount(starts);
+            _runBlocks += (ulong)(b - lane);
+            Emit();
+            _runStart = v.GetElement(b);
+            _runBlocks = 1;
+            lane = b + 1;
+            starts &= starts - 1;
+        }
+
+        _runBlocks += (ulong)(width - lane);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Lanes256(Vector256<ulong> v, ulong starts)
+    {
+        if (starts == 0)
+        {
+            _runBlocks += 4;
+            return;
+        }
+
+        int lane = 0;
+        while (starts != 0)
+        {
+            int b = BitOperations.TrailingZeroCount(starts);
+            _runBlocks += (ulong)(b - lane);
+            Emit();
+            _runStart = v.GetElement(b);
+            _runBlocks = 1;
+            lane = b + 1;
+            starts &= starts - 1;
+        }
+
+        _runBlocks += (ulong)(4 - lane);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Emit()
+    {
+        Debug.Assert(_open && _count < _runs.Length, "a run is open and there is room");
+        _runs[_count++] = new GuestPageRange(_runStart >> PageShift, _runBlocks << (_blockShift - PageShift));
+    }
+
+    private static ReadOnlySpan<byte> ReverseEachUInt64Bytes() =>
+    [
+        7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8,
+        23, 22, 21, 20, 19, 18, 17, 16, 31, 30, 29, 28, 27, 26, 25, 24,
+        39, 38, 37, 36, 35, 34, 33, 32, 47, 46, 45, 44, 43, 42, 41, 40,
+        55, 54, 53, 52, 51, 50, 49, 48, 63, 62, 61, 60, 59, 58, 57, 56,
+    ];
+}
