@@ -45,6 +45,9 @@ public sealed record MigrationOptions
     /// <summary>The stop-and-copy budget the precopy converges to, at the bandwidth measured so far.</summary>
     public TimeSpan DowntimeTarget { get; init; } = TimeSpan.FromMilliseconds(100);
 
+    /// <summary>The migration's bandwidth limit in bytes per second (QEMU's <c>max-bandwidth</c>); 0: none.</summary>
+    public long MaxBandwidth { get; init; }
+
     /// <summary>How the balloon device is served (a VMM's device thread by default).</summary>
     public QueueThreading DeviceThreading { get; init; } = QueueThreading.WorkerPerQueue;
 

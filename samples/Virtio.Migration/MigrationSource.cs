@@ -27,6 +27,7 @@ public sealed class MigrationSource
     private readonly Stream _stream;
     private readonly byte[] _batch = new byte[MigrationWire.HeaderBytes + (MigrationWire.MaxBatch * (8 + PageContents.PageSize))];
     private readonly ulong[] _pfns = new ulong[MigrationWire.MaxBatch];
+    private readonly Stopwatch _sinceStart = new();
     private long _pagesSent;
     private long _bytesSent;
     private double _reportMilliseconds;
@@ -63,6 +64,7 @@ public sealed class MigrationSource
 
         WriteHello(pages);
         var total = Stopwatch.StartNew();
+        _sinceStart.Start();
 
         // Dirty logging on, then the first round's bitmap: all of RAM.
         bitmap.MarkAll();
@@ -225,6 +227,15 @@ public sealed class MigrationSource
         _stream.Write(batch[..at]);
         Interlocked.Add(ref _pagesSent, pfns.Length);
         _bytesSent += at;
+        if (_options.MaxBandwidth > 0)
+        {
+            // max-bandwidth: sleep off whatever the stream is ahead of its budget.
+            double ahead = (_bytesSent * 1000.0 / _options.MaxBandwidth) - _sinceStart.Elapsed.TotalMilliseconds;
+            if (ahead >= 1)
+            {
+                Thread.Sleep((int)ahead);
+            }
+        }
     }
 
     /// <summary>

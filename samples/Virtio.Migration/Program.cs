@@ -32,6 +32,7 @@ var hints = new Option<string>("--hints") { Description = "Run with hints, witho
 var maxRounds = new Option<int>("--max-rounds") { Description = "Precopy rounds at most.", DefaultValueFactory = _ => 10 };
 var rounds = new Option<int?>("--rounds") { Description = "Exactly this many precopy rounds (instead of converging)." };
 var downtime = new Option<double>("--downtime-ms") { Description = "Stop-and-copy budget the precopy converges to.", DefaultValueFactory = _ => 100 };
+var bandwidth = new Option<string>("--max-bandwidth") { Description = "Migration bandwidth limit per second, like QEMU's max-bandwidth (256m, 1g; 0: none).", DefaultValueFactory = _ => "0" };
 var inlineDevice = new Option<bool>("--inline-device") { Description = "Serve the balloon device on the guest's notifying thread instead of its own thread." };
 var destination = new Option<string?>("--destination") { Description = "host:port of a destination started with --listen (default: one in this process)." };
 var listen = new Option<string?>("--listen") { Description = "Run as a destination on host:port and serve migrations until stopped." };
@@ -48,7 +49,7 @@ var unsafeLate = new Option<bool>("--unsafe-apply-hints-after-sync")
 var root = new RootCommand("Live-migrates a simulated guest with virtio-balloon free page hinting, with and without hints, and checks every page arrived.")
 {
     guestSize, allocated, fragmentation, workload, hintOrder, protocol, ring, queueSize, seed, hints, maxRounds, rounds,
-    downtime, inlineDevice, destination, listen, sparse, reports, json, plain, unsafeLate,
+    downtime, bandwidth, inlineDevice, destination, listen, sparse, reports, json, plain, unsafeLate,
 };
 root.SetAction(parse =>
 {
@@ -85,6 +86,7 @@ root.SetAction(parse =>
         MaxRounds = parse.GetValue(maxRounds),
         FixedRounds = parse.GetValue(rounds),
         DowntimeTarget = TimeSpan.FromMilliseconds(parse.GetValue(downtime)),
+        MaxBandwidth = (long)ParseSize(parse.GetValue(bandwidth)!),
         DeviceThreading = parse.GetValue(inlineDevice) ? QueueThreading.Inline : QueueThreading.WorkerPerQueue,
         Destination = parse.GetValue(destination) is string d ? ParseEndpoint(d) : null,
         UnsafeApplyHintsAfterSync = parse.GetValue(unsafeLate),
