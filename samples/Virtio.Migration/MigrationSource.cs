@@ -126,6 +126,9 @@ public sealed class MigrationSource
         long finalPages = _pagesSent - sentBeforeFinal;
         long finalBytes = _bytesSent - bytesBeforeFinal;
 
+        // The check, with the guest and the device still stopped: the source's memory as it was sent.
+        (long verified, long allocated) = SendVerification();
+
         // DONE: the source's guest gives its hinted blocks back (it would resume here if the migration failed).
         long heldAfterDone = 0;
         if (_hints)
@@ -138,7 +141,6 @@ public sealed class MigrationSource
             _guest.Device.FreePageHintStatusChanged -= OnHintStatus;
         }
 
-        (long verified, long allocated) = SendVerification();
         WriteUInt32(MigrationWire.Done);
         _stream.Flush();
         Span<byte> reply = stackalloc byte[DestinationReport.Size];
@@ -267,7 +269,10 @@ public sealed class MigrationSource
         }
     }
 
-    /// <summary>Hashes every page the guest has allocated (not on a free list) and sends the hashes. Returns (sent, allocated).</summary>
+    /// <summary>
+    /// Hashes every page the guest has allocated (on no free list, and not a block the balloon holds for hinting:
+    /// both are free memory to the guest) and sends the hashes. Returns (sent, allocated).
+    /// </summary>
     private (long Sent, long Allocated) SendVerification()
     {
         BuddyAllocator allocator = _guest.Allocator;
@@ -288,6 +293,11 @@ public sealed class MigrationSource
                     }
                 }
             }
+        }
+
+        foreach (GuestPageRange held in _guest.Driver.HeldHintBlocks())
+        {
+            free.AsSpan((int)held.FirstPfn, (int)held.PageCount).Fill(true);
         }
 
         long sent = 0;

@@ -74,6 +74,24 @@ public sealed partial class BalloonDriver
         }
     }
 
+    /// <summary>
+    /// The blocks the standard protocol holds off the free lists until DONE (a snapshot). They are free memory to
+    /// the guest, whatever they contain: a migration's integrity check leaves them out.
+    /// </summary>
+    public GuestPageRange[] HeldHintBlocks()
+    {
+        lock (_allocator.SyncRoot)
+        {
+            var blocks = new GuestPageRange[_hintedCount];
+            for (int i = 0; i < _hintedCount; i++)
+            {
+                blocks[i] = new GuestPageRange(_hinted[i].Pfn, 1UL << _hinted[i].Order);
+            }
+
+            return blocks;
+        }
+    }
+
     /// <summary>Hint arrays in the pool (hint-array protocol).</summary>
     public int HintArrayCount => _hintArrays.Length;
 
