@@ -268,8 +268,11 @@ public abstract class BalloonDeviceTests
     public void A_hint_buffer_nobody_asked_for_is_returned_and_counted()
     {
         using var guest = new RawBalloonGuest(format: Format, wanted: Hint);
-        guest.SendReadable(guest.Layout.FreePageHint, [2, 0, 0, 0]);
+        guest.SendReadable(guest.Layout.FreePageHint, [2, 0, 0, 0]);                    // an id nobody requested
+        Assert.Equal(Virtio.Balloon.Hints.FreePageHintStatus.Idle, guest.Device.FreePageHintStatus);
+        guest.SendWritable(guest.Layout.FreePageHint, new GuestRange(0x10_0000, 4096));  // a block nobody asked for
         Assert.Equal(1, guest.Device.Rejected(BalloonMessageError.UnrequestedHint));
+        Assert.Equal(1, guest.Device.IgnoredHintBlocks);
     }
 
     [Fact]
