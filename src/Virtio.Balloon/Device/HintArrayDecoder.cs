@@ -137,6 +137,13 @@ internal sealed class HintArrayDecoder
                 }
                 else if (Vector512.IsHardwareAccelerated && i + 8 <= n)
                 {
+                    int before = i;
+                    Run512(ref first, ref i, n, limit);
+                    if (i != before)
+                    {
+                        continue;
+                    }
+
                     if (!Step512(ref first, i))
                     {
                         if (!ScalarSteps(ref first, ref i, 8))
@@ -194,6 +201,75 @@ internal sealed class HintArrayDecoder
         {
             position = i;
         }
+    }
+
+    /// <summary>
+    /// The Vector512 loop over as many whole vectors as pass the window check, with the run state in locals (in
+    /// fields, every run would be a chain of stores and reloads through <c>this</c>): stops at the end, at a
+    /// nearly full run buffer, or before a vector with a lane outside the window (which the caller then takes
+    /// entry by entry). Emits exactly what <see cref="Step512"/> would.
+    /// </summary>
+    private void Run512(ref ulong first, ref int position, int n, int limit)
+    {
+        Span<ulong> lanes = stackalloc ulong[8];
+        ref ulong lane0 = ref MemoryMarshal.GetReference(lanes);
+        GuestPageRange[] runs = _runs;
+        Vector512<ulong> align = Vector512.Create(_alignMask);
+        Vector512<ulong> windowFirst = Vector512.Create(_windowFirst);
+        Vector512<ulong> windowSpan = Vector512.Create(_windowSpan);
+        Vector512<ulong> block = Vector512.Create(_blockBytes);
+        Vector512<byte> reverse = Vector512.Create(ReverseEachUInt64Bytes());
+        bool swap = _swap;
+        int shift = _blockShift - PageShift;
+        ulong runStart = _runStart;
+        ulong runBlocks = _runBlocks;
+        int count = _count;
+        int i = position;
+        while (i + 8 <= n && count <= limit)
+        {
+            Vector512<ulong> v = Vector512.LoadUnsafe(ref first, (nuint)i);
+            Vector512<ulong> previous = Vector512.LoadUnsafe(ref first, (nuint)(i - 1));
+            if (swap)
+            {
+                v = Vector512.Shuffle(v.AsByte(), reverse).AsUInt64();
+                previous = Vector512.Shuffle(previous.AsByte(), reverse).AsUInt64();
+            }
+
+            if (((v & align) | Vector512.GreaterThan(v - windowFirst, windowSpan)) != Vector512<ulong>.Zero)
+            {
+                break;
+            }
+
+            ulong starts = ~Vector512.Equals(v, previous + block).ExtractMostSignificantBits() & 0xFF;
+            if (starts == 0)
+            {
+                runBlocks += 8;
+                i += 8;
+                continue;
+            }
+
+            v.StoreUnsafe(ref lane0); // the validated lanes, copied once: run starts come from this copy
+            int lane = 0;
+            do
+            {
+                int b = BitOperations.TrailingZeroCount(starts);
+                runBlocks += (ulong)(b - lane);
+                runs[count++] = new GuestPageRange(runStart >> PageShift, runBlocks << shift);
+                runStart = Unsafe.Add(ref lane0, b);
+                runBlocks = 1;
+                lane = b + 1;
+                starts &= starts - 1;
+            }
+            while (starts != 0);
+
+            runBlocks += (ulong)(8 - lane);
+            i += 8;
+        }
+
+        _runStart = runStart;
+        _runBlocks = runBlocks;
+        _count = count;
+        position = i;
     }
 
     /// <summary>A vector with a lane outside the window: its entries one by one, against the whole RAM map.</summary>

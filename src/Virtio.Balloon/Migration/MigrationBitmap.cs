@@ -248,19 +248,31 @@ public sealed unsafe class MigrationBitmap : IFreePageHintSink, IDisposable
     /// <summary>The hint sink: clears every hinted run (whole, aligned 4 MiB chunks through their summary bits only).</summary>
     public void OnFreePageHints(uint commandId, ReadOnlySpan<GuestPageRange> ranges)
     {
-        ulong end = FirstPfn + PageCount;
-        foreach (GuestPageRange range in ranges)
+        ulong* summary = _summary;
+        ulong firstPfn = FirstPfn;
+        ulong pages = PageCount;
+        bool wholeLastChunk = pages % ChunkPages == 0;
+        foreach (ref readonly GuestPageRange range in ranges)
         {
-            ulong first = range.FirstPfn - FirstPfn;
-            if (((first | range.PageCount) & (ChunkPages - 1)) == 0 && range.FirstPfn >= FirstPfn && range.PageCount != 0
-                && range.PageCount <= end - range.FirstPfn && (range.EndPfn < end || PageCount % ChunkPages == 0))
+            ulong first = range.FirstPfn - firstPfn; // wraps below the bitmap: caught by first < pages
+            ulong count = range.PageCount;
+            if (((first | count) & (ChunkPages - 1)) == 0 && first < pages && count != 0 && count <= pages - first
+                && (first + count < pages || wholeLastChunk))
             {
-                ClearChunks(first / ChunkPages, (first + range.PageCount) / ChunkPages); // the 4 MiB hint's fast path
+                ulong chunk = first / ChunkPages;
+                if (count == ChunkPages)
+                {
+                    summary[chunk / 64] &= ~(1UL << (int)(chunk % 64)); // one 4 MiB hint: one bit (one hint thread at a time)
+                }
+                else
+                {
+                    ClearChunks(chunk, chunk + (count / ChunkPages));
+                }
+
+                continue;
             }
-            else
-            {
-                Clear(range);
-            }
+
+            Clear(range);
         }
     }
 
