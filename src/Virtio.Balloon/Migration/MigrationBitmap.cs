@@ -245,13 +245,20 @@ public sealed unsafe class MigrationBitmap : IFreePageHintSink, IDisposable
         ClearPages(endWholeChunk * ChunkPages, end);
     }
 
-    /// <summary>The hint sink: clears every hinted run (whole, aligned 4 MiB chunks through their summary bits only).</summary>
+    /// <summary>
+    /// The hint sink: clears every hinted run. Whole, aligned 4 MiB chunks clear only their summary bits; the
+    /// runs of one summary word (256 MiB) are gathered into one mask and written once, so consecutive runs do not
+    /// wait on each other's store, and the mask is computed without a branch on the run's length (a fragmented
+    /// guest's run lengths are random). Other runs go through <see cref="Clear"/>.
+    /// </summary>
     public void OnFreePageHints(uint commandId, ReadOnlySpan<GuestPageRange> ranges)
     {
         ulong* summary = _summary;
         ulong firstPfn = FirstPfn;
         ulong pages = PageCount;
         bool wholeLastChunk = pages % ChunkPages == 0;
+        ulong word = ulong.MaxValue; // the summary word being gathered
+        ulong mask = 0;
         foreach (ref readonly GuestPageRange range in ranges)
         {
             ulong first = range.FirstPfn - firstPfn; // wraps below the bitmap: caught by first < pages
@@ -260,19 +267,40 @@ public sealed unsafe class MigrationBitmap : IFreePageHintSink, IDisposable
                 && (first + count < pages || wholeLastChunk))
             {
                 ulong chunk = first / ChunkPages;
-                if (count == ChunkPages)
+                ulong chunks = count / ChunkPages;
+                int bit = (int)(chunk % 64);
+                if ((ulong)bit + chunks <= 64)
                 {
-                    summary[chunk / 64] &= ~(1UL << (int)(chunk % 64)); // one 4 MiB hint: one bit (one hint thread at a time)
-                }
-                else
-                {
-                    ClearChunks(chunk, chunk + (count / ChunkPages));
+                    if (chunk / 64 != word)
+                    {
+                        Flush(summary, word, mask);
+                        word = chunk / 64;
+                        mask = 0;
+                    }
+
+                    mask |= (chunks >= 64 ? ulong.MaxValue : (1UL << (int)chunks) - 1) << bit;
+                    continue;
                 }
 
+                Flush(summary, word, mask);
+                word = ulong.MaxValue;
+                mask = 0;
+                ClearChunks(chunk, chunk + chunks);
                 continue;
             }
 
             Clear(range);
+        }
+
+        Flush(summary, word, mask);
+
+        // One hint thread at a time: a plain read-modify-write of the summary word.
+        static void Flush(ulong* summary, ulong word, ulong mask)
+        {
+            if (mask != 0)
+            {
+                summary[word] &= ~mask;
+            }
         }
     }
 
