@@ -409,3 +409,50 @@ public class FreePageHintEndToEndTests
         Assert.Equal(pages, allocator.FreePages);
     }
 }
+
+/// <summary>The driver against a device that returns hint buffers out of order, command buffers interleaved with arrays.</summary>
+public sealed class FreePageHintOutOfOrderTests
+{
+    [Theory]
+    [InlineData(VirtqueueFormat.Split)]
+    [InlineData(VirtqueueFormat.Packed)]
+    public void Used_buffers_are_reclaimed_in_any_order_and_every_hint_is_sent_once(VirtqueueFormat format)
+    {
+        using var memory = GuestMemory.Allocate(16UL << 20);
+        using var allocator = new Virtio.Balloon.GuestAllocator.BuddyAllocator(0, (16UL << 20) / 4096);
+        using var device = new ReversingHintDevice(memory, new VirtioDeviceOptions { Threading = QueueThreading.WorkerPerQueue });
+        Virtio.Balloon.Driver.BalloonDriver? driver = null;
+        var transport = new Virtio.Ring.Transport.Mmio.VirtioMmioTransport(device, new InterruptLine(() => driver?.OnInterrupt()));
+        driver = new Virtio.Balloon.Driver.BalloonDriver(transport, memory, allocator, new Virtio.Balloon.Driver.BalloonDriverOptions
+        {
+            RingFormat = format,
+            QueueSize = 8,
+            HintProtocol = FreePageHintProtocol.HintArrays,
+            HintOrder = 0,
+            HintArrayBytes = 4096,
+            HintArrayCount = 2,
+        });
+        using Virtio.Balloon.Driver.BalloonDriver owned = driver;
+        Assert.True(driver.Initialize());
+        bool[] expected = FreePageHintEndToEndTests.FreePagesAtOrAbove(allocator, 0, out long hints);
+
+        device.Request(2);
+        driver.Poll();
+        Assert.True(SpinWait.SpinUntil(() => device.Commands == 2, TimeSpan.FromSeconds(10)), "start and stop arrived");
+        Assert.Equal(hints, driver.LastReportBlocks);
+        Assert.True(driver.LastReportArrays > driver.HintArrayCount, "more arrays than the pool: arrays were reused");
+        Assert.True(device.OutOfOrderReturns > 2, "buffers came back newest first, commands among the arrays");
+
+        var seen = new bool[expected.Length];
+        foreach (ulong address in device.Addresses)
+        {
+            Assert.False(seen[address >> 12], $"page {address >> 12} hinted twice");
+            seen[address >> 12] = true;
+        }
+
+        Assert.Equal(expected, seen);
+        device.ReturnHeld();
+        Assert.True(SpinWait.SpinUntil(() => { driver.HandleFreePageHintCommand(); return driver.FreeHintArrays == driver.HintArrayCount; }, TimeSpan.FromSeconds(10)),
+            "every array back in the pool");
+    }
+}
