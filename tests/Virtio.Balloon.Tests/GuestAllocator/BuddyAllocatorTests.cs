@@ -7,7 +7,15 @@ using Virtio.Balloon.GuestAllocator;
 
 namespace Virtio.Balloon.Tests.GuestAllocator;
 
-/// <summary>The simulated guest buddy allocator: operations, invariants, and scale.</summary>
+/// <summary>Tests that measure the process's resident set run alone: a test running beside them would move it.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ResidentSetRunsAlone
+{
+    public const string Name = "Resident set";
+}
+
+/// <summary>The simulated guest buddy allocator: operations, invariants, and scale (the 1 TiB test reads the resident set).</summary>
+[Collection(ResidentSetRunsAlone.Name)]
 public class BuddyAllocatorTests
 {
     [Fact]
