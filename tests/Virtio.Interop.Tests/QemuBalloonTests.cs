@@ -1,0 +1,152 @@
+using System;
+using System.Text.Json.Nodes;
+using Virtio.Balloon;
+using Virtio.Interop.Qemu;
+using Virtio.Ring;
+
+namespace Virtio.Interop.Tests;
+
+/// <summary>Our balloon driver against QEMU 7.2's own virtio-balloon device, through qtest and QMP, both ring formats.</summary>
+public sealed class QemuBalloonTests
+{
+    private const ulong Ram = 256UL << 20;
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Our_driver_negotiates_with_QEMUs_balloon_and_numbers_the_queues_as_QEMU_does(bool packed)
+    {
+        using var rig = new QemuBalloonRig(new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed });
+        Assert.True(rig.Driver.Initialize(), rig.Machine.StandardError);
+        ulong features = rig.Driver.NegotiatedFeatures;
+        Assert.True((features & (1UL << VirtioFeatureBits.Version1)) != 0);
+        Assert.Equal(packed, (features & (1UL << VirtioFeatureBits.RingPacked)) != 0);
+        foreach (int bit in new[] { BalloonFeatureBits.StatsVq, BalloonFeatureBits.DeflateOnOom, BalloonFeatureBits.FreePageHint, BalloonFeatureBits.PageReporting })
+        {
+            Assert.True(rig.Driver.Has(bit), $"QEMU offered and we took balloon feature {bit}");
+        }
+
+        // QEMU's numbering: 0 inflate, 1 deflate, 2 stats, 3 free page hints, 4 reporting.
+        Assert.Equal(new BalloonQueueLayout(0, 1, 2, 3, 4), rig.Driver.Layout);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Inflate_and_deflate_are_seen_by_QEMU_and_inflated_pages_leave_the_shared_file(bool packed)
+    {
+        using var rig = new QemuBalloonRig(new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed });
+
+        // Make the pages the balloon will take resident in the shared file, so QEMU's hole punch shows (before the
+        // driver sets up its rings there).
+        rig.Machine.Memory.TryGetSpan(QemuBalloonRig.AllocatorStartPfn << 12, 64 << 20, out Span<byte> low);
+        low.Fill(0x5A);
+        Assert.True(rig.Driver.Initialize(), rig.Machine.StandardError);
+        string file = rig.Machine.SharedMemoryPath;
+        long blocksBefore = QemuBalloonRig.FileBlocks(file);
+
+        rig.Machine.Qmp.Execute("balloon", new JsonObject { ["value"] = (long)(Ram - (48UL << 20)) }); // 48 MiB into the balloon
+        rig.PollUntil(() => rig.Driver.BalloonPages == 12288);
+        Assert.Equal(Ram - (48UL << 20), Actual(rig));
+        long blocksAfter = QemuBalloonRig.FileBlocks(file);
+        Assert.True(blocksBefore - blocksAfter >= (48L << 20) / 512 * 9 / 10, $"QEMU released the pages: {blocksBefore} -> {blocksAfter} blocks");
+
+        rig.Machine.Qmp.Execute("balloon", new JsonObject { ["value"] = (long)Ram });
+        rig.PollUntil(() => rig.Driver.BalloonPages == 0);
+        Assert.Equal(Ram, Actual(rig));
+        rig.Allocator.CheckInvariants();
+    }
+
+    private static ulong Actual(QemuBalloonRig rig)
+    {
+        // query-balloon's "actual" is the guest's RAM minus the balloon, in bytes, as QEMU computes it from the config.
+        for (int i = 0; i < 100; i++)
+        {
+            JsonNode? reply = rig.Machine.Qmp.Execute("query-balloon");
+            ulong actual = reply!["actual"]!.GetValue<ulong>();
+            if (actual == Ram - ((ulong)rig.Driver.BalloonPages << 12))
+            {
+                return actual;
+            }
+
+            System.Threading.Thread.Sleep(20);
+        }
+
+        return rig.Machine.Qmp.Execute("query-balloon")!["actual"]!.GetValue<ulong>();
+    }
+}
+
+/// <summary>Statistics and free page reporting against QEMU's balloon.</summary>
+public sealed class QemuBalloonStatsAndReportingTests
+{
+    private const ulong Ram = 256UL << 20;
+    private const string Balloon = "/machine/peripheral/balloon0";
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Statistics_from_our_allocator_show_in_QEMUs_guest_stats(bool packed)
+    {
+        using var rig = new QemuBalloonRig(new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed });
+        Assert.True(rig.Driver.Initialize(), rig.Machine.StandardError);
+        rig.Machine.Qmp.Execute("qom-set", new JsonObject { ["path"] = Balloon, ["property"] = "guest-stats-polling-interval", ["value"] = 1 });
+        long taken = 0;
+        lock (rig.Allocator.SyncRoot)
+        {
+            for (int i = 0; i < 100 && rig.Allocator.TryAllocate(8, out _); i++)
+            {
+                taken += 256; // the stats change, so the next buffer must carry new values
+            }
+        }
+
+        ulong expectedFree = (ulong)rig.Allocator.FreePages * 4096;
+        JsonNode? stats = null;
+        rig.PollUntil(() =>
+        {
+            stats = rig.Machine.Qmp.Execute("qom-get", new JsonObject { ["path"] = Balloon, ["property"] = "guest-stats" });
+            return stats?["stats"]?["stat-free-memory"]?.GetValue<long>() == (long)expectedFree;
+        }, TimeSpan.FromSeconds(10));
+        Assert.Equal((long)(rig.Allocator.TotalPages * 4096), stats!["stats"]!["stat-total-memory"]!.GetValue<long>());
+        Assert.True(stats["last-update"]!.GetValue<long>() > 0);
+        Assert.True(rig.Driver.StatisticsSent >= 2, "QEMU's timer returned the buffer and the driver refilled it");
+        Assert.Equal(25600, taken);
+    }
+
+    [Theory]
+    [InlineData(false, 0u)]
+    [InlineData(true, 0u)]
+    [InlineData(false, 0x5A5A5A5Au)]
+    public void Reported_free_pages_leave_the_shared_file_unless_the_guest_poisons_them(bool packed, uint poison)
+    {
+        using var rig = new QemuBalloonRig(new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed }, new Virtio.Balloon.Driver.BalloonDriverOptions
+        {
+            RingFormat = packed ? VirtqueueFormat.Packed : VirtqueueFormat.Split,
+            Numbering = BalloonQueueNumbering.Qemu,
+            PoisonValue = poison,
+            Timeout = TimeSpan.FromSeconds(10),
+        });
+        rig.Machine.Memory.TryGetSpan(QemuBalloonRig.AllocatorStartPfn << 12, 64 << 20, out Span<byte> low);
+        low.Fill(0x11); // resident in the shared file
+        Assert.True(rig.Driver.Initialize(), rig.Machine.StandardError);
+        Assert.True(rig.Driver.Has(BalloonFeatureBits.PageReporting));
+        long before = QemuBalloonRig.FileBlocks(rig.Machine.SharedMemoryPath);
+
+        long reported = rig.Driver.ReportFreePages();
+        long after = QemuBalloonRig.FileBlocks(rig.Machine.SharedMemoryPath);
+        Assert.True(reported > (200L << 20) / 4096, $"{reported} pages reported");
+        if (poison == 0)
+        {
+            Assert.True(before - after >= (56L << 20) / 512, $"QEMU discarded the reported pages: {before} -> {after} blocks");
+        }
+        else
+        {
+            Assert.True(rig.Driver.Has(BalloonFeatureBits.PagePoison), "QEMU offers PAGE_POISON");
+            Assert.True(before - after < (1L << 20) / 512, $"poisoned pages stay: {before} -> {after} blocks");
+            rig.Machine.Memory.TryGetSpan((QemuBalloonRig.AllocatorStartPfn + 2048) << 12, 4096, out Span<byte> page);
+            Assert.Equal(0x5A, page[100]); // the poison pattern, kept
+        }
+
+        Assert.Equal(0, rig.Allocator.IsolatedPages);
+        rig.Allocator.CheckInvariants();
+    }
+}
