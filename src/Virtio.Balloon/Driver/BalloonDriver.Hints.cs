@@ -40,6 +40,9 @@ public sealed partial class BalloonDriver
     private (ulong Pfn, int Order)[] _hinted = new (ulong, int)[64];
     private int _hintedCount;
     private HintCursor _cursor;
+    private uint _hintCommandCache;
+    private uint _hintCommandGeneration;
+    private bool _hintCommandCached;
 
     /// <summary>Reports started (a command id the driver answered).</summary>
     public long FreePageHintReports { get; private set; }
@@ -116,7 +119,7 @@ public sealed partial class BalloonDriver
             return 0;
         }
 
-        uint id = ReadHintCommandId();
+        uint id = ReadHintCommandId(fresh: true); // a configuration change: read it again, as Linux does
         DriverVirtqueue<int> queue = _queues[Layout.FreePageHint]!;
         ReclaimHintBuffers(queue);
         if (id == FreePageHintCommand.Done)
@@ -498,11 +501,25 @@ public sealed partial class BalloonDriver
         return reclaimed;
     }
 
-    private uint ReadHintCommandId()
+    /// <summary>
+    /// The command id, read again only when the configuration changed since the last read (ConfigGeneration moved),
+    /// or when <paramref name="fresh"/>: Linux caches it the same way, refreshed on configuration interrupts. It
+    /// matters with QEMU, whose config reads 0 (STOP) while a report runs (its START state leaves the field unset)
+    /// until it really stops, with a notification; a driver that polled the field would stop every report at once.
+    /// </summary>
+    private uint ReadHintCommandId(bool fresh = false)
     {
-        Span<byte> field = stackalloc byte[4];
-        _mmio.ReadConfig(BalloonConfigLayout.FreePageHintCommandIdOffset, field);
-        return BinaryPrimitives.ReadUInt32LittleEndian(field); // config fields are little-endian even for legacy (5.5.4)
+        uint generation = _mmio.ConfigGeneration;
+        if (fresh || !_hintCommandCached || generation != _hintCommandGeneration || _mmio.Version == 1)
+        {
+            Span<byte> field = stackalloc byte[4];
+            _mmio.ReadConfig(BalloonConfigLayout.FreePageHintCommandIdOffset, field);
+            _hintCommandCache = BinaryPrimitives.ReadUInt32LittleEndian(field); // config fields are little-endian even for legacy (5.5.4)
+            _hintCommandGeneration = generation;
+            _hintCommandCached = true;
+        }
+
+        return _hintCommandCache;
     }
 
     /// <summary>Remembers a block taken off the free lists (under the allocator's lock).</summary>
@@ -547,6 +564,7 @@ public sealed partial class BalloonDriver
         _hintStartInFlight = false;
         _hintStopInFlight = false;
         _hintActiveId = 0;
+        _hintCommandCached = false;
         if (_options.HintProtocol != FreePageHintProtocol.HintArrays)
         {
             _hintArrays = [];

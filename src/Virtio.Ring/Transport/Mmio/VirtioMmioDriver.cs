@@ -36,6 +36,13 @@ public sealed class VirtioMmioDriver
     /// <summary>The Status register.</summary>
     public DeviceStatus Status => (DeviceStatus)Read(VirtioMmioRegisters.Status);
 
+    /// <summary>
+    /// The ConfigGeneration register (4.2.2): it changes whenever the device changed its configuration space, so a
+    /// driver can tell "changed since I last read" with one register read. Legacy (Version 1) devices have no such
+    /// register: 0.
+    /// </summary>
+    public uint ConfigGeneration => Version == 1 ? 0 : Read(VirtioMmioRegisters.ConfigGeneration);
+
     /// <summary>Features negotiated by <see cref="Initialize"/>.</summary>
     public ulong NegotiatedFeatures { get; private set; }
 
