@@ -10,6 +10,16 @@ using Virtio.Ring;
 
 namespace Virtio.Interop.Tests;
 
+/// <summary>Whose balloon device our driver talks to.</summary>
+public enum BalloonPeer
+{
+    /// <summary>QEMU 7.2's virtio-balloon.</summary>
+    Qemu,
+
+    /// <summary>Our BalloonDevice, served by samples/Virtio.BalloonServer in its own process.</summary>
+    Ours,
+}
+
 /// <summary>
 /// QEMU's virtio-balloon device, driven by our balloon driver through qtest: QEMU as a child process, guest RAM in
 /// a shared file our allocator hands out (from 16 MiB up: the firmware owns the low memory), the balloon's
@@ -20,10 +30,23 @@ internal sealed class QemuBalloonRig : IDisposable
     public const ulong AllocatorStartPfn = 4096; // 16 MiB
 
     public QemuBalloonRig(QemuBalloonOptions options, BalloonDriverOptions? driverOptions = null)
+        : this(BalloonPeer.Qemu, options, driverOptions)
     {
-        // In CI a missing QEMU is a failure, not a skip: .ci/run installs it.
-        Assert.True(QemuMachine.IsAvailable, "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
-        Machine = QemuMachine.StartWithBalloon(options);
+    }
+
+    public QemuBalloonRig(BalloonPeer peer, QemuBalloonOptions options, BalloonDriverOptions? driverOptions = null)
+    {
+        if (peer == BalloonPeer.Qemu)
+        {
+            // In CI a missing QEMU is a failure, not a skip: .ci/run installs it.
+            Assert.True(QtestMachine.IsAvailable, "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+            Machine = QtestMachine.StartWithBalloon(options);
+        }
+        else
+        {
+            Machine = StartOurs(options);
+        }
+
         try
         {
             (int index, ulong baseAddress) = Machine.FindDevice(5);
@@ -39,7 +62,7 @@ internal sealed class QemuBalloonRig : IDisposable
             });
             Machine.Qtest.IrqRaised += gsi =>
             {
-                if (gsi == QemuMachine.FirstGsi + TransportIndex)
+                if (gsi == QtestMachine.FirstGsi + TransportIndex)
                 {
                     Driver.OnInterrupt();
                 }
@@ -52,7 +75,7 @@ internal sealed class QemuBalloonRig : IDisposable
         }
     }
 
-    public QemuMachine Machine { get; }
+    public QtestMachine Machine { get; }
 
     public int TransportIndex { get; }
 
@@ -61,6 +84,34 @@ internal sealed class QemuBalloonRig : IDisposable
     public BuddyAllocator Allocator { get; }
 
     public BalloonDriver Driver { get; }
+
+    /// <summary>Our balloon over qtest, as its own process, with the same device options QEMU's gets.</summary>
+    private static QtestMachine StartOurs(QemuBalloonOptions options)
+    {
+        string server = System.IO.Path.Combine(AppContext.BaseDirectory, "Virtio.BalloonServer.dll");
+        var arguments = new System.Collections.Generic.List<string> { server };
+        if (options.Packed)
+        {
+            arguments.Add("--packed");
+        }
+
+        if (!options.FreePageHint)
+        {
+            arguments.Add("--no-free-page-hint");
+        }
+
+        if (!options.FreePageReporting)
+        {
+            arguments.Add("--no-free-page-reporting");
+        }
+
+        if (!options.DeflateOnOom)
+        {
+            arguments.Add("--no-deflate-on-oom");
+        }
+
+        return QtestMachine.StartServer("dotnet", arguments, options.MemoryBytes);
+    }
 
     /// <summary>Runs the guest's interrupt handling until <paramref name="done"/> holds (bounded).</summary>
     public void PollUntil(Func<bool> done, TimeSpan? timeout = null)

@@ -6,17 +6,32 @@ using Virtio.Ring;
 
 namespace Virtio.Interop.Tests;
 
-/// <summary>Our balloon driver against QEMU 7.2's own virtio-balloon device, through qtest and QMP, both ring formats.</summary>
+/// <summary>
+/// Our balloon driver against QEMU 7.2's own virtio-balloon device, and the same tests against our device served
+/// over the same qtest protocol in its own process (samples/Virtio.BalloonServer), through qtest and QMP, both ring
+/// formats.
+/// </summary>
 public sealed class QemuBalloonTests
 {
     private const ulong Ram = 256UL << 20;
 
-    [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Our_driver_negotiates_with_QEMUs_balloon_and_numbers_the_queues_as_QEMU_does(bool packed)
+    public static TheoryData<BalloonPeer, bool> PeersAndRings()
     {
-        using var rig = new QemuBalloonRig(new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed });
+        var data = new TheoryData<BalloonPeer, bool>();
+        foreach (BalloonPeer peer in new[] { BalloonPeer.Qemu, BalloonPeer.Ours })
+        {
+            data.Add(peer, false);
+            data.Add(peer, true);
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(PeersAndRings))]
+    public void Our_driver_negotiates_with_QEMUs_balloon_and_numbers_the_queues_as_QEMU_does(BalloonPeer peer, bool packed)
+    {
+        using var rig = new QemuBalloonRig(peer, new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed });
         Assert.True(rig.Driver.Initialize(), rig.Machine.StandardError);
         ulong features = rig.Driver.NegotiatedFeatures;
         Assert.True((features & (1UL << VirtioFeatureBits.Version1)) != 0);
@@ -31,11 +46,10 @@ public sealed class QemuBalloonTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Inflate_and_deflate_are_seen_by_QEMU_and_inflated_pages_leave_the_shared_file(bool packed)
+    [MemberData(nameof(PeersAndRings))]
+    public void Inflate_and_deflate_are_seen_by_QEMU_and_inflated_pages_leave_the_shared_file(BalloonPeer peer, bool packed)
     {
-        using var rig = new QemuBalloonRig(new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed });
+        using var rig = new QemuBalloonRig(peer, new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed });
 
         // Make the pages the balloon will take resident in the shared file, so QEMU's hole punch shows (before the
         // driver sets up its rings there).
@@ -83,11 +97,10 @@ public sealed class QemuBalloonStatsAndReportingTests
     private const string Balloon = "/machine/peripheral/balloon0";
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Statistics_from_our_allocator_show_in_QEMUs_guest_stats(bool packed)
+    [MemberData(nameof(QemuBalloonTests.PeersAndRings), MemberType = typeof(QemuBalloonTests))]
+    public void Statistics_from_our_allocator_show_in_QEMUs_guest_stats(BalloonPeer peer, bool packed)
     {
-        using var rig = new QemuBalloonRig(new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed });
+        using var rig = new QemuBalloonRig(peer, new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed });
         Assert.True(rig.Driver.Initialize(), rig.Machine.StandardError);
         rig.Machine.Qmp.Execute("qom-set", new JsonObject { ["path"] = Balloon, ["property"] = "guest-stats-polling-interval", ["value"] = 1 });
         long taken = 0;
@@ -113,12 +126,15 @@ public sealed class QemuBalloonStatsAndReportingTests
     }
 
     [Theory]
-    [InlineData(false, 0u)]
-    [InlineData(true, 0u)]
-    [InlineData(false, 0x5A5A5A5Au)]
-    public void Reported_free_pages_leave_the_shared_file_unless_the_guest_poisons_them(bool packed, uint poison)
+    [InlineData(BalloonPeer.Qemu, false, 0u)]
+    [InlineData(BalloonPeer.Qemu, true, 0u)]
+    [InlineData(BalloonPeer.Qemu, false, 0x5A5A5A5Au)]
+    [InlineData(BalloonPeer.Ours, false, 0u)]
+    [InlineData(BalloonPeer.Ours, true, 0u)]
+    [InlineData(BalloonPeer.Ours, false, 0x5A5A5A5Au)]
+    public void Reported_free_pages_leave_the_shared_file_unless_the_guest_poisons_them(BalloonPeer peer, bool packed, uint poison)
     {
-        using var rig = new QemuBalloonRig(new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed }, new Virtio.Balloon.Driver.BalloonDriverOptions
+        using var rig = new QemuBalloonRig(peer, new QemuBalloonOptions { MemoryBytes = Ram, Packed = packed }, new Virtio.Balloon.Driver.BalloonDriverOptions
         {
             RingFormat = packed ? VirtqueueFormat.Packed : VirtqueueFormat.Split,
             Numbering = BalloonQueueNumbering.Qemu,

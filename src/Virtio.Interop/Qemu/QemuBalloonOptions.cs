@@ -1,6 +1,6 @@
 namespace Virtio.Interop.Qemu;
 
-/// <summary>What the QEMU machine of <see cref="QemuMachine.StartWithBalloon"/> looks like.</summary>
+/// <summary>What the QEMU machine of <see cref="QtestMachine.StartWithBalloon"/> looks like.</summary>
 public sealed record QemuBalloonOptions
 {
     /// <summary>Guest RAM in bytes (shared with this process through a file in /dev/shm).</summary>

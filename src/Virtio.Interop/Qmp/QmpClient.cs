@@ -39,6 +39,12 @@ public sealed class QmpClient : IDisposable
             socket.Connect(new UnixDomainSocketEndPoint(path));
             var client = new QmpClient(socket);
             JsonObject greeting = client.ReadObject();
+            while (greeting.ContainsKey("event"))
+            {
+                client._events.Add(greeting); // QEMU may queue an event (RESUME, say) ahead of the greeting
+                greeting = client.ReadObject();
+            }
+
             if (!greeting.ContainsKey("QMP"))
             {
                 throw new InvalidDataException($"Not a QMP greeting: {greeting.ToJsonString()}");

@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
 using System.IO;
@@ -13,12 +14,13 @@ using Virtio.Ring;
 namespace Virtio.Interop.Qemu;
 
 /// <summary>
-/// A QEMU machine for interop tests: <c>qemu-system-x86_64</c> as a real child process (microvm with
-/// <c>acpi=off</c>, TCG, a qtest socket, a QMP socket, guest RAM in a shared file this process maps), with
-/// QEMU's virtio-balloon device on one of the virtio-mmio transports. Guest physical address = offset in the file.
-/// <see cref="Dispose"/> kills QEMU by pid and removes its sockets and the shared file, whatever happened.
+/// A machine for interop tests behind the qtest protocol, as a real child process: QEMU (microvm with
+/// <c>acpi=off</c>, TCG, a qtest socket, a QMP socket, guest RAM in a shared file this process maps, QEMU's
+/// virtio-balloon on one of the virtio-mmio transports), or our own qtest server laid out the same way. Guest
+/// physical address = offset in the file. <see cref="Dispose"/> kills the process by pid and removes its sockets
+/// and the shared file, whatever happened.
 /// </summary>
-public sealed unsafe class QemuMachine : IDisposable
+public sealed unsafe class QtestMachine : IDisposable
 {
     /// <summary>The first virtio-mmio transport of microvm; transport i is at <c>MmioBase + i * MmioStride</c>.</summary>
     public const ulong MmioBase = 0xfeb00000;
@@ -42,7 +44,7 @@ public sealed unsafe class QemuMachine : IDisposable
     private MemoryMappedViewAccessor? _view;
     private bool _disposed;
 
-    private QemuMachine(Process process, string qtestPath, string qmpPath, string memoryPath)
+    private QtestMachine(Process process, string qtestPath, string qmpPath, string memoryPath)
     {
         _process = process;
         _qtestPath = qtestPath;
@@ -81,14 +83,11 @@ public sealed unsafe class QemuMachine : IDisposable
     public static bool IsAvailable => FindOnPath("qemu-system-x86_64") is not null;
 
     /// <summary>Starts QEMU with its balloon device, waits (bounded) for its sockets, maps its RAM and intercepts the I/O APIC's lines.</summary>
-    public static QemuMachine StartWithBalloon(QemuBalloonOptions options, TimeSpan? timeout = null)
+    public static QtestMachine StartWithBalloon(QemuBalloonOptions options, TimeSpan? timeout = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         string qemu = FindOnPath("qemu-system-x86_64") ?? throw new InvalidOperationException("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86).");
-        string name = $"virtio-interop-{Environment.ProcessId}-{Interlocked.Increment(ref s_instances)}";
-        string qtestPath = Path.Combine(Path.GetTempPath(), name + ".qtest");
-        string qmpPath = Path.Combine(Path.GetTempPath(), name + ".qmp");
-        string memoryPath = "/dev/shm/" + name;
+        (string qtestPath, string qmpPath, string memoryPath) = NewPaths();
         ulong megabytes = options.MemoryBytes >> 20;
         var device = new StringBuilder("virtio-balloon-device,id=balloon0");
         if (options.FreePageHint)
@@ -103,13 +102,7 @@ public sealed unsafe class QemuMachine : IDisposable
             device.Append(",packed=on");
         }
 
-        var start = new ProcessStartInfo(qemu)
-        {
-            RedirectStandardError = true,
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
-        foreach (string argument in new[]
+        var arguments = new List<string>
         {
             "-machine", "microvm,acpi=off", "-accel", "tcg",
             "-qtest", $"unix:{qtestPath},server=on,wait=off", "-qtest-log", "none",
@@ -120,18 +113,53 @@ public sealed unsafe class QemuMachine : IDisposable
             "-device", device.ToString(),
             "-qmp", $"unix:{qmpPath},server=on,wait=off",
             "-display", "none", "-nodefaults", "-serial", "none", "-monitor", "none",
-        })
+        };
+        if (options.Paused)
+        {
+            arguments.Add("-S");
+        }
+
+        return Launch(qemu, arguments, qtestPath, qmpPath, memoryPath, options.MemoryBytes, timeout);
+    }
+
+    /// <summary>
+    /// Starts another qtest server as a child process (our own, say: <c>dotnet Virtio.BalloonServer.dll</c>), given
+    /// <c>--qtest unix:PATH --qmp unix:PATH --memory BYTES --mem-path FILE</c> and then
+    /// <paramref name="arguments"/>, and attaches to it as to QEMU.
+    /// </summary>
+    public static QtestMachine StartServer(string fileName, IEnumerable<string> arguments, ulong memoryBytes, TimeSpan? timeout = null)
+    {
+        ArgumentNullException.ThrowIfNull(arguments);
+        (string qtestPath, string qmpPath, string memoryPath) = NewPaths();
+        var all = new List<string>(arguments)
+        {
+            "--qtest", $"unix:{qtestPath}", "--qmp", $"unix:{qmpPath}",
+            "--memory", memoryBytes.ToString(CultureInfo.InvariantCulture), "--mem-path", memoryPath,
+        };
+        return Launch(fileName, all, qtestPath, qmpPath, memoryPath, memoryBytes, timeout);
+    }
+
+    private static (string Qtest, string Qmp, string Memory) NewPaths()
+    {
+        string name = $"virtio-interop-{Environment.ProcessId}-{Interlocked.Increment(ref s_instances)}";
+        return (Path.Combine(Path.GetTempPath(), name + ".qtest"), Path.Combine(Path.GetTempPath(), name + ".qmp"), "/dev/shm/" + name);
+    }
+
+    private static QtestMachine Launch(string fileName, List<string> arguments, string qtestPath, string qmpPath, string memoryPath, ulong memoryBytes, TimeSpan? timeout)
+    {
+        var start = new ProcessStartInfo(fileName)
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        foreach (string argument in arguments)
         {
             start.ArgumentList.Add(argument);
         }
 
-        if (options.Paused)
-        {
-            start.ArgumentList.Add("-S");
-        }
-
-        Process process = Process.Start(start) ?? throw new InvalidOperationException("QEMU did not start.");
-        var machine = new QemuMachine(process, qtestPath, qmpPath, memoryPath);
+        Process process = Process.Start(start) ?? throw new InvalidOperationException($"{fileName} did not start.");
+        var machine = new QtestMachine(process, qtestPath, qmpPath, memoryPath);
         process.ErrorDataReceived += (_, e) =>
         {
             if (e.Data is not null)
@@ -146,14 +174,14 @@ public sealed unsafe class QemuMachine : IDisposable
         process.BeginOutputReadLine();
         try
         {
-            machine.Attach(options, timeout ?? TimeSpan.FromSeconds(20));
+            machine.Attach(memoryBytes, timeout ?? TimeSpan.FromSeconds(20));
             return machine;
         }
         catch (Exception e)
         {
             string stderr = machine.StandardError;
             machine.Dispose();
-            throw new InvalidOperationException($"QEMU did not come up: {e.Message}\nQEMU said:\n{stderr}", e);
+            throw new InvalidOperationException($"{Path.GetFileName(fileName)} did not come up: {e.Message}\nIt said:\n{stderr}", e);
         }
     }
 
@@ -228,14 +256,14 @@ public sealed unsafe class QemuMachine : IDisposable
         return null;
     }
 
-    private void Attach(QemuBalloonOptions options, TimeSpan timeout)
+    private void Attach(ulong memoryBytes, TimeSpan timeout)
     {
         var clock = Stopwatch.StartNew();
         while (true)
         {
             if (_process.HasExited)
             {
-                throw new InvalidOperationException($"QEMU exited with code {_process.ExitCode.ToString(CultureInfo.InvariantCulture)}.");
+                throw new InvalidOperationException($"The process exited with code {_process.ExitCode.ToString(CultureInfo.InvariantCulture)}.");
             }
 
             if (File.Exists(_qtestPath) && File.Exists(_qmpPath) && File.Exists(_memoryPath))
@@ -262,11 +290,11 @@ public sealed unsafe class QemuMachine : IDisposable
         Qmp = QmpClient.Connect(_qmpPath, timeout);
         Qtest.InterceptIoApic();
         _file = MemoryMappedFile.CreateFromFile(_memoryPath, FileMode.Open, null, 0, MemoryMappedFileAccess.ReadWrite);
-        _view = _file.CreateViewAccessor(0, (long)options.MemoryBytes, MemoryMappedFileAccess.ReadWrite);
+        _view = _file.CreateViewAccessor(0, (long)memoryBytes, MemoryMappedFileAccess.ReadWrite);
         byte* host = null;
         _view.SafeMemoryMappedViewHandle.AcquirePointer(ref host);
         var release = new PointerRelease(_view);
-        Memory = new GuestMemoryBuilder().AttachRegion(0, (nint)(host + _view.PointerOffset), options.MemoryBytes, release).Build();
+        Memory = new GuestMemoryBuilder().AttachRegion(0, (nint)(host + _view.PointerOffset), memoryBytes, release).Build();
     }
 
     /// <summary>Releases the view's pointer when guest memory lets go of the region.</summary>
