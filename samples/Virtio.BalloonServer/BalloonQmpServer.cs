@@ -20,6 +20,8 @@ internal sealed class BalloonQmpServer : IDisposable
 {
     private readonly BalloonDevice _device;
     private readonly ulong _ramBytes;
+    private readonly System.Collections.Generic.List<StreamWriter> _clients = [];
+    private long _lastActual = -1;
     private Socket? _listener;
     private Timer? _statsTimer;
     private int _pollingInterval;
@@ -28,6 +30,7 @@ internal sealed class BalloonQmpServer : IDisposable
     {
         _device = device;
         _ramBytes = ramBytes;
+        _device.ActualPagesChanged += (_, _) => BalloonChanged();
     }
 
     public void Serve(string path)
@@ -68,15 +71,31 @@ internal sealed class BalloonQmpServer : IDisposable
         {
             try
             {
-                writer.WriteLine("""{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 0}, "package": "Virtio.BalloonServer"}, "capabilities": []}}""");
+                lock (_clients)
+                {
+                    writer.WriteLine("""{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 0}, "package": "Virtio.BalloonServer"}, "capabilities": []}}""");
+                    _clients.Add(writer);
+                }
+
                 while (reader.ReadLine() is string line)
                 {
-                    writer.WriteLine(Execute(line).ToJsonString());
+                    JsonObject reply = Execute(line);
+                    lock (_clients)
+                    {
+                        writer.WriteLine(reply.ToJsonString());
+                    }
                 }
             }
             catch (IOException)
             {
                 // The client went away.
+            }
+            finally
+            {
+                lock (_clients)
+                {
+                    _clients.Remove(writer);
+                }
             }
         }
     }
@@ -192,6 +211,38 @@ internal sealed class BalloonQmpServer : IDisposable
     {
         _device.FinishFreePageHints();
         return Return(new JsonObject());
+    }
+
+    /// <summary>QEMU's BALLOON_CHANGE event, sent to every client when the guest's <c>actual</c> changed.</summary>
+    private void BalloonChanged()
+    {
+        long actual = (long)(_ramBytes - ((ulong)_device.ActualPages << 12));
+        if (Interlocked.Exchange(ref _lastActual, actual) == actual)
+        {
+            return;
+        }
+
+        long micros = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1000;
+        var message = new JsonObject
+        {
+            ["timestamp"] = new JsonObject { ["seconds"] = micros / 1_000_000, ["microseconds"] = micros % 1_000_000 },
+            ["event"] = "BALLOON_CHANGE",
+            ["data"] = new JsonObject { ["actual"] = actual },
+        }.ToJsonString();
+        lock (_clients)
+        {
+            foreach (StreamWriter client in _clients)
+            {
+                try
+                {
+                    client.WriteLine(message);
+                }
+                catch (IOException)
+                {
+                    // That client went away.
+                }
+            }
+        }
     }
 
     private static JsonObject Return(JsonNode? value) => new() { ["return"] = value };

@@ -1,4 +1,5 @@
 using System;
+using System.Linq;
 using System.Text.Json.Nodes;
 using Virtio.Balloon;
 using Virtio.Interop.Qemu;
@@ -65,10 +66,73 @@ public sealed class QemuBalloonTests
         long blocksAfter = QemuBalloonRig.FileBlocks(file);
         Assert.True(blocksBefore - blocksAfter >= (48L << 20) / 512 * 9 / 10, $"QEMU released the pages: {blocksBefore} -> {blocksAfter} blocks");
 
+        // QEMU rate-limits BALLOON_CHANGE (one a second), so the last value may come late: read events until it does.
+        long expected = (long)(Ram - (48UL << 20));
+        rig.PollUntil(() =>
+        {
+            rig.Machine.Qmp.Execute("query-balloon");
+            return rig.Machine.Qmp.Events.Any(e => e["event"]?.GetValue<string>() == "BALLOON_CHANGE" && e["data"]?["actual"]?.GetValue<long>() == expected);
+        }, TimeSpan.FromSeconds(5));
+
         rig.Machine.Qmp.Execute("balloon", new JsonObject { ["value"] = (long)Ram });
         rig.PollUntil(() => rig.Driver.BalloonPages == 0);
         Assert.Equal(Ram, Actual(rig));
         rig.Allocator.CheckInvariants();
+    }
+
+    /// <summary>Each feature set QEMU can offer (hinting, reporting, deflate-on-oom switched off one by one): what our driver negotiates and how it numbers the queues.</summary>
+    [Theory]
+    [InlineData(BalloonPeer.Qemu, true, true, true)]
+    [InlineData(BalloonPeer.Qemu, false, true, true)]
+    [InlineData(BalloonPeer.Qemu, true, false, true)]
+    [InlineData(BalloonPeer.Qemu, true, true, false)]
+    [InlineData(BalloonPeer.Qemu, false, false, false)]
+    [InlineData(BalloonPeer.Ours, false, true, false)]
+    [InlineData(BalloonPeer.Ours, false, false, false)]
+    public void Every_feature_set_QEMU_offers_is_negotiated_and_numbered(BalloonPeer peer, bool hint, bool reporting, bool deflate)
+    {
+        using var rig = new QemuBalloonRig(peer, new QemuBalloonOptions
+        {
+            MemoryBytes = Ram,
+            FreePageHint = hint,
+            FreePageReporting = reporting,
+            DeflateOnOom = deflate,
+        });
+        Assert.True(rig.Driver.Initialize(), rig.Machine.StandardError);
+        Assert.Equal(hint, rig.Driver.Has(BalloonFeatureBits.FreePageHint));
+        Assert.Equal(reporting, rig.Driver.Has(BalloonFeatureBits.PageReporting));
+        Assert.Equal(deflate, rig.Driver.Has(BalloonFeatureBits.DeflateOnOom));
+        Assert.True(rig.Driver.Has(BalloonFeatureBits.StatsVq), "QEMU always offers the stats queue");
+        int next = 3;
+        Assert.Equal(new BalloonQueueLayout(0, 1, 2, hint ? next++ : -1, reporting ? next : -1), rig.Driver.Layout);
+
+        // And it works: a small inflate and deflate through whatever queues exist.
+        rig.Machine.Qmp.Execute("balloon", new JsonObject { ["value"] = (long)(Ram - (4UL << 20)) });
+        rig.PollUntil(() => rig.Driver.BalloonPages == 1024);
+        rig.Machine.Qmp.Execute("balloon", new JsonObject { ["value"] = (long)Ram });
+        rig.PollUntil(() => rig.Driver.BalloonPages == 0);
+    }
+
+    /// <summary>A driver reset mid-life: the host's target survives it, the guest's balloon does not (both peers alike).</summary>
+    [Theory]
+    [InlineData(BalloonPeer.Qemu)]
+    [InlineData(BalloonPeer.Ours)]
+    public void After_a_device_reset_the_target_stays_and_the_driver_inflates_again(BalloonPeer peer)
+    {
+        using var rig = new QemuBalloonRig(peer, new QemuBalloonOptions { MemoryBytes = Ram });
+        Assert.True(rig.Driver.Initialize(), rig.Machine.StandardError);
+        rig.Machine.Qmp.Execute("balloon", new JsonObject { ["value"] = (long)(Ram - (8UL << 20)) });
+        rig.PollUntil(() => rig.Driver.BalloonPages == 2048);
+
+        rig.Driver.Reset(); // the guest's driver goes away: its pages come back to its allocator
+        Assert.Equal(0, rig.Driver.BalloonPages);
+        Assert.True(rig.Driver.Initialize(), rig.Machine.StandardError);
+        Span<byte> numPages = stackalloc byte[4];
+        rig.Driver.Mmio.ReadConfig(BalloonConfigLayout.NumPagesOffset, numPages);
+        Assert.Equal(2048u, BitConverter.ToUInt32(numPages)); // the host's target survived the reset
+        rig.Driver.UpdateBalloonSize();
+        Assert.Equal(2048, rig.Driver.BalloonPages);
+        Assert.Equal(Ram - (8UL << 20), Actual(rig));
     }
 
     private static ulong Actual(QemuBalloonRig rig)

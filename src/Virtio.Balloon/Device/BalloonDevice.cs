@@ -119,6 +119,12 @@ public sealed partial class BalloonDevice : VirtioDevice
     /// <summary>Pages free page reporting handed to the back end (a running total).</summary>
     public long ReportedPages => Interlocked.Read(ref _reportedPages);
 
+    /// <summary>
+    /// Raised when the driver wrote <c>actual</c> (on the thread of the config write; a handler's exception is
+    /// swallowed): what QEMU reports as its BALLOON_CHANGE event.
+    /// </summary>
+    public event EventHandler? ActualPagesChanged;
+
     /// <summary>Raised on the serving thread whenever a statistics buffer arrived and was taken (a handler's exception is swallowed).</summary>
     public event EventHandler? StatisticsUpdated;
 
@@ -179,6 +185,23 @@ public sealed partial class BalloonDevice : VirtioDevice
     /// <inheritdoc/>
     protected override bool IsConfigWritable(int offset, int length) =>
         BalloonConfigLayout.IsDriverWritable(offset, length) && (offset < BalloonConfigLayout.PoisonValueOffset || ConfigSize >= 16);
+
+    /// <inheritdoc/>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1031:Do not catch general exception types", Justification = "A VMM handler's exception must not break the guest's device.")]
+    protected override void OnConfigWritten(int offset, int length)
+    {
+        if (offset < BalloonConfigLayout.ActualOffset + 4 && offset + length > BalloonConfigLayout.ActualOffset)
+        {
+            try
+            {
+                ActualPagesChanged?.Invoke(this, EventArgs.Empty);
+            }
+            catch (Exception)
+            {
+                // Swallowed: the handler is the VMM's.
+            }
+        }
+    }
 
     /// <inheritdoc/>
     protected override void OnReset()
