@@ -18,6 +18,7 @@
 //        default 1, ringtest's per-buffer publication)]
 //       [--host-relax N (the device alone spins N iterations when it finds the ring empty; default 0)]
 using System;
+using System.CommandLine;
 using System.Globalization;
 using Virtio.PingPong;
 using Virtio.Ring;
@@ -32,83 +33,70 @@ if (args.Length > 0 && args[0] == "micro")
     return MicroSuite.Run(args[1..]);
 }
 
-string ring = "split";
-int ringSize = 256;
-int runCycles = 10_000_000;
-int batch = 1;
-int maxOutstanding = int.MaxValue;
-bool sleep = false;
-int hostCpu = -1;
-int guestCpu = -1;
-int relax = 0;
-int usedBatch = 1;
-int hostRelax = 0;
-for (int i = 0; i < args.Length; i++)
+var ringOption = new Option<string>("--ring") { Description = "split or packed.", DefaultValueFactory = _ => "split" };
+var ringSizeOption = new Option<int>("--ring-size") { Description = "Queue size (ringtest's --ring-size).", DefaultValueFactory = _ => 256 };
+var runCyclesOption = new Option<int>("--run-cycles") { Description = "Buffers exchanged in the timed run (ringtest's --run-cycles).", DefaultValueFactory = _ => 10_000_000 };
+var batchOption = new Option<int>("--batch") { Description = "Buffers the guest adds before it publishes (ringtest's --batch).", DefaultValueFactory = _ => 1 };
+var outstandingOption = new Option<int>("--outstanding") { Description = "Buffers in flight at most (default: no limit).", DefaultValueFactory = _ => int.MaxValue };
+var sleepOption = new Option<bool>("--sleep") { Description = "Kicks and calls through eventfds, as ringtest's --sleep; otherwise both threads poll." };
+var hostAffinityOption = new Option<int>("--host-affinity") { Description = "CPU of the host (device) thread; -1: none.", DefaultValueFactory = _ => -1 };
+var guestAffinityOption = new Option<int>("--guest-affinity") { Description = "CPU of the guest (driver) thread; -1: none.", DefaultValueFactory = _ => -1 };
+var relaxOption = new Option<int>("--relax") { Description = "Pause iterations when a poll finds nothing (ringtest's --relax analogue).", DefaultValueFactory = _ => 0 };
+var usedBatchOption = new Option<int>("--used-batch") { Description = "The device publishes used buffers every U buffers and whenever it runs out of work.", DefaultValueFactory = _ => 1 };
+var hostRelaxOption = new Option<int>("--host-relax") { Description = "Pause iterations of the device alone when it finds the ring empty.", DefaultValueFactory = _ => 0 };
+var root = new RootCommand("A two-thread ping-pong over our queues with the options and per-buffer work of Linux's tools/virtio/ringtest. Subcommands 'peer' and 'micro' (first argument) run one side of a queue in its own process and the micro-benchmark suite.")
 {
-    string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
-    int NextInt() => int.Parse(Next(), CultureInfo.InvariantCulture);
-    switch (args[i])
+    ringOption, ringSizeOption, runCyclesOption, batchOption, outstandingOption, sleepOption, hostAffinityOption,
+    guestAffinityOption, relaxOption, usedBatchOption, hostRelaxOption,
+};
+root.SetAction(parse => Run(parse.GetValue(ringOption)!, parse.GetValue(ringSizeOption), parse.GetValue(runCyclesOption),
+    parse.GetValue(batchOption), parse.GetValue(outstandingOption), parse.GetValue(sleepOption), parse.GetValue(hostAffinityOption),
+    parse.GetValue(guestAffinityOption), parse.GetValue(relaxOption), parse.GetValue(usedBatchOption), parse.GetValue(hostRelaxOption)));
+return root.Parse(args).Invoke();
+
+static int Run(string ring, int ringSize, int runCycles, int batch, int maxOutstanding, bool sleep, int hostCpu, int guestCpu, int relax, int usedBatch, int hostRelax)
+{
+    bool packed = ring == "packed";
+    if (!packed && ring != "split")
     {
-        case "--ring": ring = Next(); break;
-        case "--ring-size": ringSize = NextInt(); break;
-        case "--run-cycles": runCycles = NextInt(); break;
-        case "--batch": batch = NextInt(); break;
-        case "--outstanding": maxOutstanding = NextInt(); break;
-        case "--sleep": sleep = true; break;
-        case "--host-affinity": hostCpu = NextInt(); break;
-        case "--guest-affinity": guestCpu = NextInt(); break;
-        case "--relax": relax = NextInt(); break;
-        case "--used-batch": usedBatch = NextInt(); break;
-        case "--host-relax": hostRelax = NextInt(); break;
-        case "--help":
-            Console.WriteLine("options: --ring split|packed --ring-size R --run-cycles C --batch B --outstanding O --sleep --host-affinity H --guest-affinity G --relax N --used-batch U --host-relax N");
-            return 0;
-        default:
-            Console.Error.WriteLine($"unknown option {args[i]} (try --help)");
-            return 2;
+        Console.Error.WriteLine("--ring is split or packed");
+        return 2;
     }
+
+    // EVENT_IDX, as ringtest's virtio_ring_0_9 and ring use their event indices for kick and call decisions.
+    ulong features = (1UL << VirtioFeatureBits.Version1) | (1UL << VirtioFeatureBits.EventIdx) | (packed ? 1UL << VirtioFeatureBits.RingPacked : 0);
+    using GuestMemory memory = GuestMemory.Allocate(16UL << 20);
+    VirtqueueAddresses addresses = VirtqueueAddresses.Compact(packed ? VirtqueueFormat.Packed : VirtqueueFormat.Split, 0x1000, ringSize);
+    using var driver = new DriverVirtqueue<int>(memory, addresses, features);
+    if (!DeviceVirtqueue.TryAttach(memory, addresses, features, out DeviceVirtqueue? device, out QueueError error))
+    {
+        Console.Error.WriteLine($"attach failed: {error}");
+        return 1;
+    }
+
+    if (usedBatch < 1)
+    {
+        Console.Error.WriteLine("--used-batch must be at least 1");
+        return 2;
+    }
+
+    var run = new PingPongRun(driver, device, sleep, batch, maxOutstanding, relax, usedBatch, hostRelax);
+
+    // Warm up first (untimed) for a second of exchanges, so the timed run measures steady-state code, not the JIT's
+    // tiers: ringtest's C code is optimised from its first instruction; ours reaches its final tier only after the
+    // runtime's call-counting delay (100 ms with no new tier-0 code) and a background compile. A warm-up of a few
+    // million buffers ended inside that window and left part of the timed run on instrumented code.
+    var warmUp = System.Diagnostics.Stopwatch.StartNew();
+    while (warmUp.Elapsed < TimeSpan.FromSeconds(1) && run.Failure is null)
+    {
+        run.Exchange(Math.Min(runCycles, 1_000_000), guestCpu, hostCpu);
+    }
+
+    TimeSpan elapsed = run.Exchange(runCycles, guestCpu, hostCpu);
+    string? failure = run.Failure;
+    device.Dispose();
+    double ns = elapsed.TotalNanoseconds / runCycles;
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"ring={ring} ring-size={ringSize} run-cycles={runCycles} batch={batch} used-batch={usedBatch} host-relax={hostRelax} sleep={sleep} elapsed_ms={elapsed.TotalMilliseconds:F1} ns_per_buffer={ns:F2}{(failure is null ? "" : " error=" + failure)}"));
+    return failure is null ? 0 : 1;
 }
-
-bool packed = ring == "packed";
-if (!packed && ring != "split")
-{
-    Console.Error.WriteLine("--ring is split or packed");
-    return 2;
-}
-
-// EVENT_IDX, as ringtest's virtio_ring_0_9 and ring use their event indices for kick and call decisions.
-ulong features = (1UL << VirtioFeatureBits.Version1) | (1UL << VirtioFeatureBits.EventIdx) | (packed ? 1UL << VirtioFeatureBits.RingPacked : 0);
-using GuestMemory memory = GuestMemory.Allocate(16UL << 20);
-VirtqueueAddresses addresses = VirtqueueAddresses.Compact(packed ? VirtqueueFormat.Packed : VirtqueueFormat.Split, 0x1000, ringSize);
-using var driver = new DriverVirtqueue<int>(memory, addresses, features);
-if (!DeviceVirtqueue.TryAttach(memory, addresses, features, out DeviceVirtqueue? device, out QueueError error))
-{
-    Console.Error.WriteLine($"attach failed: {error}");
-    return 1;
-}
-
-if (usedBatch < 1)
-{
-    Console.Error.WriteLine("--used-batch must be at least 1");
-    return 2;
-}
-
-var run = new PingPongRun(driver, device, sleep, batch, maxOutstanding, relax, usedBatch, hostRelax);
-
-// Warm up first (untimed) for a second of exchanges, so the timed run measures steady-state code, not the JIT's
-// tiers: ringtest's C code is optimised from its first instruction; ours reaches its final tier only after the
-// runtime's call-counting delay (100 ms with no new tier-0 code) and a background compile. A warm-up of a few
-// million buffers ended inside that window and left part of the timed run on instrumented code.
-var warmUp = System.Diagnostics.Stopwatch.StartNew();
-while (warmUp.Elapsed < TimeSpan.FromSeconds(1) && run.Failure is null)
-{
-    run.Exchange(Math.Min(runCycles, 1_000_000), guestCpu, hostCpu);
-}
-
-TimeSpan elapsed = run.Exchange(runCycles, guestCpu, hostCpu);
-string? failure = run.Failure;
-device.Dispose();
-double ns = elapsed.TotalNanoseconds / runCycles;
-Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-    $"ring={ring} ring-size={ringSize} run-cycles={runCycles} batch={batch} used-batch={usedBatch} host-relax={hostRelax} sleep={sleep} elapsed_ms={elapsed.TotalMilliseconds:F1} ns_per_buffer={ns:F2}{(failure is null ? "" : " error=" + failure)}"));
-return failure is null ? 0 : 1;
