@@ -15,9 +15,8 @@ internal static class MicroSuite
 {
     private const int Batch = 32;
 
-    public static int Run(string[] args)
+    public static int Run(int rounds)
     {
-        int rounds = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 7;
         Console.WriteLine($"runtime={System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription.Replace(' ', '_')} aot={!System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported}");
         foreach (VirtqueueFormat format in new[] { VirtqueueFormat.Split, VirtqueueFormat.Packed })
         {

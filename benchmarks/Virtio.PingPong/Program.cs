@@ -23,16 +23,6 @@ using System.Globalization;
 using Virtio.PingPong;
 using Virtio.Ring;
 
-if (args.Length > 0 && args[0] == "peer")
-{
-    return RingPeer.Run(args[1..]);
-}
-
-if (args.Length > 0 && args[0] == "micro")
-{
-    return MicroSuite.Run(args[1..]);
-}
-
 var ringOption = new Option<string>("--ring") { Description = "split or packed.", DefaultValueFactory = _ => "split" };
 var ringSizeOption = new Option<int>("--ring-size") { Description = "Queue size (ringtest's --ring-size).", DefaultValueFactory = _ => 256 };
 var runCyclesOption = new Option<int>("--run-cycles") { Description = "Buffers exchanged in the timed run (ringtest's --run-cycles).", DefaultValueFactory = _ => 10_000_000 };
@@ -49,6 +39,42 @@ var root = new RootCommand("A two-thread ping-pong over our queues with the opti
     ringOption, ringSizeOption, runCyclesOption, batchOption, outstandingOption, sleepOption, hostAffinityOption,
     guestAffinityOption, relaxOption, usedBatchOption, hostRelaxOption,
 };
+// peer driver [options]: sets up a queue in a shared file, prints its RING line, and drives it.
+var peerRing = new Option<string>("--ring") { Description = "split or packed.", DefaultValueFactory = _ => "split" };
+var peerQsize = new Option<int>("--qsize") { Description = "Queue size.", DefaultValueFactory = _ => 256 };
+var peerCount = new Option<int>("--count") { Description = "Buffers to exchange.", DefaultValueFactory = _ => 100_000 };
+var peerOut = new Option<int>("--out-bytes") { Description = "Device-readable bytes per buffer.", DefaultValueFactory = _ => 64 };
+var peerIn = new Option<int>("--in-bytes") { Description = "Device-writable bytes per buffer.", DefaultValueFactory = _ => 64 };
+var peerSegments = new Option<int>("--segments") { Description = "Descriptors per buffer.", DefaultValueFactory = _ => 1 };
+var peerOutstanding = new Option<int?>("--outstanding") { Description = "Buffers in flight at most (default: the queue size)." };
+var peerTimeout = new Option<int>("--timeout") { Description = "Seconds before giving up.", DefaultValueFactory = _ => 60 };
+var peerGpaBase = new Option<string>("--gpa-base") { Description = "Guest physical address of the shared file (hex).", DefaultValueFactory = _ => "0" };
+var peerLegacy = new Option<bool>("--legacy") { Description = "The legacy split layout (QueueAlign 4096)." };
+var peerFeatures = new Option<string>("--features") { Description = "Ring features, comma-separated: EVENT_IDX, INDIRECT_DESC, IN_ORDER, or none.", DefaultValueFactory = _ => "EVENT_IDX" };
+var peerFile = new Option<string?>("--file") { Description = "The shared file (default: one in the temporary directory)." };
+var driverCommand = new Command("driver", "Set up a queue in a shared file, print its RING line, and drive it.")
+{
+    peerRing, peerQsize, peerCount, peerOut, peerIn, peerSegments, peerOutstanding, peerTimeout, peerGpaBase, peerLegacy, peerFeatures, peerFile,
+};
+driverCommand.SetAction(parse => RingPeer.Guarded(() => RingPeer.RunDriver(new PeerDriverOptions(
+    parse.GetValue(peerRing)!, parse.GetValue(peerQsize), parse.GetValue(peerCount), parse.GetValue(peerOut), parse.GetValue(peerIn),
+    parse.GetValue(peerSegments), parse.GetValue(peerOutstanding), parse.GetValue(peerTimeout), parse.GetValue(peerGpaBase)!,
+    parse.GetValue(peerLegacy), parse.GetValue(peerFeatures)!, parse.GetValue(peerFile)))));
+
+// peer device RING ...: serves the queue the driver's RING line describes.
+var ringLine = new Argument<string[]>("RING") { Description = "The driver's RING line (default: the first line of standard input).", Arity = ArgumentArity.ZeroOrMore };
+var deviceCount = new Option<int>("--count") { Description = "Buffers to serve before exiting.", DefaultValueFactory = _ => int.MaxValue };
+var deviceTimeout = new Option<int>("--timeout") { Description = "Seconds before giving up.", DefaultValueFactory = _ => 60 };
+var deviceCommand = new Command("device", "Serve the queue the driver's RING line describes.") { ringLine, deviceCount, deviceTimeout };
+deviceCommand.SetAction(parse => RingPeer.Guarded(() => RingPeer.RunDevice(parse.GetValue(ringLine) ?? [], parse.GetValue(deviceCount), parse.GetValue(deviceTimeout))));
+root.Subcommands.Add(new Command("peer", "One side of a queue in its own process, over a shared-memory file.") { driverCommand, deviceCommand });
+
+// micro [rounds]: the single-threaded micro-benchmarks (cross-runtime.sh).
+var rounds = new Argument<int>("rounds") { Description = "Rounds per case.", DefaultValueFactory = _ => 7 };
+var microCommand = new Command("micro", "The single-threaded micro-benchmark suite, one line per case.") { rounds };
+microCommand.SetAction(parse => MicroSuite.Run(parse.GetValue(rounds)));
+root.Subcommands.Add(microCommand);
+
 root.SetAction(parse => Run(parse.GetValue(ringOption)!, parse.GetValue(ringSizeOption), parse.GetValue(runCyclesOption),
     parse.GetValue(batchOption), parse.GetValue(outstandingOption), parse.GetValue(sleepOption), parse.GetValue(hostAffinityOption),
     parse.GetValue(guestAffinityOption), parse.GetValue(relaxOption), parse.GetValue(usedBatchOption), parse.GetValue(hostRelaxOption)));

@@ -29,17 +29,12 @@ internal static class RingPeer
 {
     private const ulong RingOffset = 0x1000;
 
-    public static int Run(string[] args)
+    /// <summary>Runs one side, turning a malformed RING line or an unusable file into exit code 2 and a message.</summary>
+    public static int Guarded(Func<int> side)
     {
-        if (args.Length == 0 || args[0] is not ("driver" or "device"))
-        {
-            Console.Error.WriteLine("usage: peer driver [options] | peer device RING ... [--count C] [--timeout S]");
-            return 2;
-        }
-
         try
         {
-            return args[0] == "driver" ? RunDriver(args[1..]) : RunDevice(args[1..]);
+            return side();
         }
         catch (Exception e) when (e is ArgumentException or FormatException or IOException or KeyNotFoundException or OverflowException or UnauthorizedAccessException)
         {
@@ -51,21 +46,21 @@ internal static class RingPeer
     /// <summary>Byte <paramref name="index"/> of buffer <paramref name="number"/>'s readable data.</summary>
     public static byte Pattern(int number, int index) => (byte)((number * 131) + (index * 7) + (index >> 8) + 1);
 
-    private static int RunDriver(string[] args)
+    /// <summary>The driver side (options parsed by Program.cs with System.CommandLine).</summary>
+    public static int RunDriver(PeerDriverOptions options)
     {
-        var o = Options.Parse(args);
-        string ring = o.Get("ring", "split");
-        int qsize = o.GetInt("qsize", 256);
-        int count = o.GetInt("count", 100_000);
-        int outBytes = o.GetInt("out-bytes", 64);
-        int inBytes = o.GetInt("in-bytes", 64);
-        int segments = Math.Max(1, o.GetInt("segments", 1));
-        int outstanding = Math.Min(o.GetInt("outstanding", qsize), qsize);
-        int timeout = o.GetInt("timeout", 60);
-        ulong gpaBase = o.GetHex("gpa-base", 0);
-        bool legacy = o.Has("legacy");
-        string[] featureNames = o.Get("features", "EVENT_IDX").Split(',', StringSplitOptions.RemoveEmptyEntries);
-        string path = o.Get("file", Path.Combine(Path.GetTempPath(), $"virtio-ring-{Environment.ProcessId}.bin"));
+        string ring = options.Ring;
+        int qsize = options.QueueSize;
+        int count = options.Count;
+        int outBytes = options.OutBytes;
+        int inBytes = options.InBytes;
+        int segments = Math.Max(1, options.Segments);
+        int outstanding = Math.Min(options.Outstanding ?? qsize, qsize);
+        int timeout = options.TimeoutSeconds;
+        ulong gpaBase = ParseHex(options.GpaBase);
+        bool legacy = options.Legacy;
+        string[] featureNames = options.Features.Split(',', StringSplitOptions.RemoveEmptyEntries);
+        string path = options.File ?? Path.Combine(Path.GetTempPath(), $"virtio-ring-{Environment.ProcessId}.bin");
 
         bool packed = ring == "packed";
         ulong features = FeatureBits(featureNames, packed);
@@ -160,10 +155,11 @@ internal static class RingPeer
         return errors == 0 ? 0 : 1;
     }
 
-    private static int RunDevice(string[] args)
+    /// <summary>The device side: the driver's RING line (as arguments, or else the first line of standard input).</summary>
+    public static int RunDevice(string[] ringLine, int count, int timeout)
     {
         // The RING line comes as arguments (after "device") or, if absent, as the first line of standard input.
-        var tokens = new List<string>(args);
+        var tokens = new List<string>(ringLine);
         if (!tokens.Contains("RING"))
         {
             tokens.InsertRange(0, (Console.ReadLine() ?? string.Empty).Split(' ', StringSplitOptions.RemoveEmptyEntries));
@@ -178,10 +174,6 @@ internal static class RingPeer
         bool packed = tokens[at + 1] == "packed";
         var ringKeys = tokens.Skip(at + 2).Where(t => t.Contains('=', StringComparison.Ordinal))
             .Select(t => t.Split('=', 2)).ToDictionary(p => p[0], p => p[1], StringComparer.Ordinal);
-        var o = Options.Parse(tokens.ToArray());
-        int count = o.GetInt("count", int.MaxValue);
-        int timeout = o.GetInt("timeout", 60);
-
         int qsize = int.Parse(ringKeys["qsize"], CultureInfo.InvariantCulture);
         ulong gpaBase = ParseHex(ringKeys["gpa_base"]);
         ulong size = ulong.Parse(ringKeys["size"], CultureInfo.InvariantCulture);
@@ -290,36 +282,5 @@ internal static class RingPeer
             view.SafeMemoryMappedViewHandle.ReleasePointer();
             view.Dispose();
         }
-    }
-
-    private sealed class Options
-    {
-        private readonly Dictionary<string, string?> _values = new(StringComparer.Ordinal);
-
-        public static Options Parse(string[] args)
-        {
-            var o = new Options();
-            for (int i = 0; i < args.Length; i++)
-            {
-                if (!args[i].StartsWith("--", StringComparison.Ordinal))
-                {
-                    continue;
-                }
-
-                string key = args[i][2..];
-                string? value = i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : null;
-                o._values[key] = value;
-            }
-
-            return o;
-        }
-
-        public bool Has(string key) => _values.ContainsKey(key);
-
-        public string Get(string key, string fallback) => _values.TryGetValue(key, out string? v) && v is not null ? v : fallback;
-
-        public int GetInt(string key, int fallback) => _values.TryGetValue(key, out string? v) && v is not null ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
-
-        public ulong GetHex(string key, ulong fallback) => _values.TryGetValue(key, out string? v) && v is not null ? ParseHex(v) : fallback;
     }
 }
