@@ -20,6 +20,7 @@ namespace Virtio.Benchmarks;
 /// Targets (issue 12): at most 2 ns per hint, at least 3x the scalar reference.
 /// </summary>
 [MemoryDiagnoser]
+[Config(typeof(VectorHardwareConfig))]
 public unsafe class HintDecodeBenchmarks
 {
     private const int Count = 524_288;

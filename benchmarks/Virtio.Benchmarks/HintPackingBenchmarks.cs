@@ -13,6 +13,7 @@ namespace Virtio.Benchmarks;
 /// Targets (issue 12): le64 at least 0.9 of the copy's bandwidth, be64 at least 0.8.
 /// </summary>
 [MemoryDiagnoser]
+[Config(typeof(VectorHardwareConfig))]
 public unsafe class HintPackingBenchmarks
 {
     private const int Count = 524_288;

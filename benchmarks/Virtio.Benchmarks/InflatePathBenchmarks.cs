@@ -17,6 +17,7 @@ namespace Virtio.Benchmarks;
 /// <c>Descending</c> (a run handed out from the top, as a LIFO free list does).
 /// </summary>
 [MemoryDiagnoser]
+[Config(typeof(VectorHardwareConfig))]
 public class InflatePathBenchmarks
 {
     private const int Count = 256;

@@ -9,6 +9,7 @@ namespace Virtio.Benchmarks;
 /// Vector256 and Vector512 paths, side by side. Per scan of 4 descriptors; 1024 scans over a 64 KiB ring.
 /// </summary>
 [MemoryDiagnoser]
+[Config(typeof(VectorHardwareConfig))]
 public unsafe class PackedFlagScanBenchmarks
 {
     private const int Descriptors = 4096;

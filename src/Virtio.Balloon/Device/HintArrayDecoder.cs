@@ -158,6 +158,13 @@ internal sealed class HintArrayDecoder
                 }
                 else if (Vector256.IsHardwareAccelerated && i + 4 <= n)
                 {
+                    int before = i;
+                    Run256(ref first, ref i, n, limit);
+                    if (i != before)
+                    {
+                        continue;
+                    }
+
                     if (!Step256(ref first, i))
                     {
                         if (!ScalarSteps(ref first, ref i, 4))
@@ -264,6 +271,75 @@ internal sealed class HintArrayDecoder
 
             runBlocks += (ulong)(8 - lane);
             i += 8;
+        }
+
+        _runStart = runStart;
+        _runBlocks = runBlocks;
+        _count = count;
+        position = i;
+    }
+
+    /// <summary>
+    /// The Vector256 loop (machines without AVX-512) over as many whole vectors as pass the window check, with the run state in locals (in
+    /// fields, every run would be a chain of stores and reloads through <c>this</c>): stops at the end, at a
+    /// nearly full run buffer, or before a vector with a lane outside the window (which the caller then takes
+    /// entry by entry). Emits exactly what <see cref="Step512"/> would.
+    /// </summary>
+    private void Run256(ref ulong first, ref int position, int n, int limit)
+    {
+        Span<ulong> lanes = stackalloc ulong[4];
+        ref ulong lane0 = ref MemoryMarshal.GetReference(lanes);
+        GuestPageRange[] runs = _runs;
+        Vector256<ulong> align = Vector256.Create(_alignMask);
+        Vector256<ulong> windowFirst = Vector256.Create(_windowFirst);
+        Vector256<ulong> windowSpan = Vector256.Create(_windowSpan);
+        Vector256<ulong> block = Vector256.Create(_blockBytes);
+        Vector256<byte> reverse = Vector256.Create(ReverseEachUInt64Bytes()[..32]);
+        bool swap = _swap;
+        int shift = _blockShift - PageShift;
+        ulong runStart = _runStart;
+        ulong runBlocks = _runBlocks;
+        int count = _count;
+        int i = position;
+        while (i + 4 <= n && count <= limit)
+        {
+            Vector256<ulong> v = Vector256.LoadUnsafe(ref first, (nuint)i);
+            Vector256<ulong> previous = Vector256.LoadUnsafe(ref first, (nuint)(i - 1));
+            if (swap)
+            {
+                v = Vector256.Shuffle(v.AsByte(), reverse).AsUInt64();
+                previous = Vector256.Shuffle(previous.AsByte(), reverse).AsUInt64();
+            }
+
+            if (((v & align) | Vector256.GreaterThan(v - windowFirst, windowSpan)) != Vector256<ulong>.Zero)
+            {
+                break;
+            }
+
+            ulong starts = ~Vector256.Equals(v, previous + block).ExtractMostSignificantBits() & 0xF;
+            if (starts == 0)
+            {
+                runBlocks += 4;
+                i += 4;
+                continue;
+            }
+
+            v.StoreUnsafe(ref lane0); // the validated lanes, copied once: run starts come from this copy
+            int lane = 0;
+            do
+            {
+                int b = BitOperations.TrailingZeroCount(starts);
+                runBlocks += (ulong)(b - lane);
+                runs[count++] = new GuestPageRange(runStart >> PageShift, runBlocks << shift);
+                runStart = Unsafe.Add(ref lane0, b);
+                runBlocks = 1;
+                lane = b + 1;
+                starts &= starts - 1;
+            }
+            while (starts != 0);
+
+            runBlocks += (ulong)(4 - lane);
+            i += 4;
         }
 
         _runStart = runStart;

@@ -175,3 +175,24 @@ public sealed class HintArrayDecoderTests : IDisposable
         return result;
     }
 }
+
+/// <summary>
+/// Proves that CI's ISA variants really change the path: with <c>VIRTIO_EXPECT_VECTOR_WIDTH</c> set (512, 256,
+/// 128 or 0 for scalar), the widest accelerated width must be that one. Without the variable it checks nothing
+/// beyond reporting the width.
+/// </summary>
+public sealed class VectorPathTests
+{
+    [Fact]
+    public void The_expected_vector_width_is_the_one_the_runtime_accelerates()
+    {
+        int widest = Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : Vector128.IsHardwareAccelerated ? 128 : 0;
+        string? expected = Environment.GetEnvironmentVariable("VIRTIO_EXPECT_VECTOR_WIDTH");
+        if (expected is not null)
+        {
+            Assert.Equal(int.Parse(expected, System.Globalization.CultureInfo.InvariantCulture), widest);
+        }
+
+        Assert.Contains(widest, new[] { 0, 128, 256, 512 });
+    }
+}
