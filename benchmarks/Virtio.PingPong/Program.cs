@@ -106,6 +106,13 @@ static int Run(string ring, int ringSize, int runCycles, int batch, int maxOutst
         return 2;
     }
 
+    if (Environment.ProcessorCount == 1 && Environment.GetEnvironmentVariable("DOTNET_TC_DelaySingleProcMultiplier") is null)
+    {
+        // On one CPU the runtime waits ten times longer before tiering up (TC_DelaySingleProcMultiplier, default 10):
+        // the one-second warm-up below may end before the final code is in place.
+        Console.Error.WriteLine("warning: the process sees one CPU; set DOTNET_TC_DelaySingleProcMultiplier=1 (or warm up longer) so tiering finishes before the timed run");
+    }
+
     var run = new PingPongRun(driver, device, sleep, batch, maxOutstanding, relax, usedBatch, hostRelax);
 
     // Warm up first (untimed) for a second of exchanges, so the timed run measures steady-state code, not the JIT's
