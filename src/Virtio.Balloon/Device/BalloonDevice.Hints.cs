@@ -1,6 +1,8 @@
 using System;
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
+using Virtio.Balloon.Diagnostics;
 using System.Threading;
 using Virtio.Balloon.Hints;
 using Virtio.Ring;
@@ -47,6 +49,9 @@ public sealed partial class BalloonDevice
     private long _hintBlocks;
     private long _hintedPages;
     private long _ignoredHintBlocks;
+    private long _reportRequestedAt;  // Stopwatch timestamp of the last request
+    private long _blocksAtRequest;
+    private long _pagesAtRequest;
 
     /// <summary>Raised on every transition of the hint state machine (on the thread that made it; a handler's exception is swallowed).</summary>
     public event EventHandler<FreePageHintStatusChangedEventArgs>? FreePageHintStatusChanged;
@@ -94,6 +99,13 @@ public sealed partial class BalloonDevice
             id = _lastIssuedId == uint.MaxValue ? FreePageHintCommand.FirstReportId : _lastIssuedId + 1;
             _lastIssuedId = id;
             TransitionLocked(FreePageHintStatus.Requested, id, notify: true);
+            _reportRequestedAt = Stopwatch.GetTimestamp();
+            _blocksAtRequest = HintBlocks;
+            _pagesAtRequest = HintedPages;
+            if (BalloonEventSource.Log.IsEnabled())
+            {
+                BalloonEventSource.Log.HintReportRequested(id);
+            }
         }
 
         WaitForHintApplication();
@@ -129,6 +141,10 @@ public sealed partial class BalloonDevice
         lock (_hintLock)
         {
             TransitionLocked(FreePageHintStatus.Done, FreePageHintCommand.Done, notify: true);
+            if (BalloonEventSource.Log.IsEnabled())
+            {
+                BalloonEventSource.Log.HintsDone(FreePageHintCommandId);
+            }
         }
 
         WaitForHintApplication();
@@ -151,6 +167,10 @@ public sealed partial class BalloonDevice
         long old = Volatile.Read(ref _hintState);
         uint id = status == FreePageHintStatus.Requested ? configValue : (uint)old;
         Interlocked.Exchange(ref _hintState, ((long)status << 32) | id);
+        if ((FreePageHintStatus)(old >> 32) is FreePageHintStatus.Requested or FreePageHintStatus.Reporting)
+        {
+            ReportEnded((uint)old);
+        }
         if (ConfigSize >= 12)
         {
             using ConfigChange change = BeginConfigChange(notify);
@@ -158,6 +178,24 @@ public sealed partial class BalloonDevice
         }
 
         RaiseHintStatusChanged((FreePageHintStatus)(old >> 32), status, id);
+    }
+
+    /// <summary>A report (requested or running) ended: its duration and what it brought, to the meter and the event.</summary>
+    private void ReportEnded(uint id)
+    {
+        if (_reportRequestedAt == 0)
+        {
+            return;
+        }
+
+        double milliseconds = Stopwatch.GetElapsedTime(_reportRequestedAt).TotalMilliseconds;
+        _metrics.ReportDuration.Record(milliseconds);
+        if (BalloonEventSource.Log.IsEnabled())
+        {
+            BalloonEventSource.Log.HintReportStopped(id, HintBlocks - _blocksAtRequest, HintedPages - _pagesAtRequest, milliseconds);
+        }
+
+        _reportRequestedAt = 0;
     }
 
     /// <summary>The VMM's wait: after its state change, until the serving thread is not inside an application (unless it is that thread).</summary>
@@ -221,7 +259,7 @@ public sealed partial class BalloonDevice
 
                 if (error != BalloonMessageError.None)
                 {
-                    Interlocked.Increment(ref _rejected[(int)error]);
+                    Refuse(error);
                 }
 
                 queue.PushUsed(chain.Id, 0);
@@ -268,6 +306,10 @@ public sealed partial class BalloonDevice
 
                 Interlocked.Increment(ref _hintReports);
                 Interlocked.Exchange(ref _hintState, ((long)FreePageHintStatus.Reporting << 32) | id);
+                if (BalloonEventSource.Log.IsEnabled())
+                {
+                    BalloonEventSource.Log.HintReportStarted(id);
+                }
                 RaiseHintStatusChanged(status, FreePageHintStatus.Reporting, id);
             }
             else if (status == FreePageHintStatus.Reporting && id != (uint)state)
@@ -431,6 +473,8 @@ public sealed partial class BalloonDevice
                 FreePageHintSink?.OnFreePageHints((uint)state, runs);
                 Interlocked.Add(ref _hintedPages, pages);
                 Interlocked.Add(ref _hintBlocks, blocks);
+                _metrics.HintBlocks.Add(blocks);
+                _metrics.HintPages.Add(pages);
             }
             else
             {

@@ -4,6 +4,7 @@ using System.Collections.Generic;
 using System.Runtime.InteropServices;
 using System.Threading;
 using Virtio.Balloon.Backends;
+using Virtio.Balloon.Diagnostics;
 using Virtio.Balloon.Hints;
 using Virtio.Ring;
 using Virtio.Ring.Transport;
@@ -64,6 +65,7 @@ public sealed partial class BalloonDevice : VirtioDevice
     private bool _statsArrived;
     private bool _statsHeld;
     private CompletionTicket _statsTicket;
+    private readonly BalloonMetrics _metrics;
     private long _inflatedPages;
     private long _deflatedPages;
     private long _reportedPages;
@@ -92,6 +94,7 @@ public sealed partial class BalloonDevice : VirtioDevice
         _hintBigEndian = options.LegacyBigEndianHints;
         _hintSink = options.FreePageHintSink;
         _decoder = new HintArrayDecoder(_ram, HintRunCapacity);
+        _metrics = BalloonMetrics.For(options.MeterFactory);
         if (options.StatisticsInterval > TimeSpan.Zero)
         {
             _statsTimer = new Timer(static d => ((BalloonDevice)d!).RequestStatistics(), this, options.StatisticsInterval, options.StatisticsInterval);
@@ -151,6 +154,11 @@ public sealed partial class BalloonDevice : VirtioDevice
     /// </summary>
     public void SetTargetPages(uint pages)
     {
+        if (BalloonEventSource.Log.IsEnabled())
+        {
+            BalloonEventSource.Log.TargetChanged(pages);
+        }
+
         using ConfigChange change = BeginConfigChange();
         BinaryPrimitives.WriteUInt32LittleEndian(change.Config[BalloonConfigLayout.NumPagesOffset..], pages);
     }
@@ -247,7 +255,7 @@ public sealed partial class BalloonDevice : VirtioDevice
                     : Report(chain);
                 if (error != BalloonMessageError.None)
                 {
-                    Interlocked.Increment(ref _rejected[(int)error]);
+                    Refuse(error);
                 }
 
                 queue.PushUsed(chain.Id, 0);
@@ -338,6 +346,17 @@ public sealed partial class BalloonDevice : VirtioDevice
         return offered;
     }
 
+    /// <summary>Counts a refused message: the device's counter, the meter, the event.</summary>
+    private void Refuse(BalloonMessageError reason)
+    {
+        Interlocked.Increment(ref _rejected[(int)reason]);
+        _metrics.Refused(reason);
+        if (BalloonEventSource.Log.IsEnabled())
+        {
+            BalloonEventSource.Log.MessageRefused(reason.ToString());
+        }
+    }
+
     private uint ReadConfigField(int offset)
     {
         Span<byte> value = stackalloc byte[4];
@@ -387,11 +406,21 @@ public sealed partial class BalloonDevice : VirtioDevice
         {
             _backend.Inflate(ranges);
             Interlocked.Add(ref _inflatedPages, pages);
+            _metrics.PagesInflated.Add(pages);
+            if (BalloonEventSource.Log.IsEnabled())
+            {
+                BalloonEventSource.Log.InflateBatch(pages, runs);
+            }
         }
         else
         {
             _backend.Deflate(ranges);
             Interlocked.Add(ref _deflatedPages, pages);
+            _metrics.PagesDeflated.Add(pages);
+            if (BalloonEventSource.Log.IsEnabled())
+            {
+                BalloonEventSource.Log.DeflateBatch(pages, runs);
+            }
         }
 
         return BalloonMessageError.None;
@@ -436,7 +465,7 @@ public sealed partial class BalloonDevice : VirtioDevice
     {
         if (chain.WritableCount != 0)
         {
-            Interlocked.Increment(ref _rejected[(int)BalloonMessageError.WrongDirection]);
+            Refuse(BalloonMessageError.WrongDirection);
             queue.PushUsed(chain.Id, 0);
             return;
         }
@@ -446,7 +475,7 @@ public sealed partial class BalloonDevice : VirtioDevice
         {
             if (_statsHeld)
             {
-                Interlocked.Increment(ref _rejected[(int)BalloonMessageError.SecondStatsBuffer]);
+                Refuse(BalloonMessageError.SecondStatsBuffer);
                 _statsHeld = false;
                 Complete(_statsTicket, 0);
             }
@@ -454,13 +483,13 @@ public sealed partial class BalloonDevice : VirtioDevice
             uint length = chain.ReadableLength;
             if (length > (uint)_statsBytes.Length)
             {
-                Interlocked.Increment(ref _rejected[(int)BalloonMessageError.StatsTooLong]);
+                Refuse(BalloonMessageError.StatsTooLong);
             }
             else
             {
                 if (length % 10 != 0)
                 {
-                    Interlocked.Increment(ref _rejected[(int)BalloonMessageError.StatsTruncated]);
+                    Refuse(BalloonMessageError.StatsTruncated);
                 }
 
                 Span<byte> bytes = _statsBytes.AsSpan(0, (int)length);

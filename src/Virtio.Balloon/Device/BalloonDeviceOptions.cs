@@ -24,6 +24,9 @@ public sealed class BalloonDeviceOptions
     /// <summary>Where applied free page hints go at first (see <see cref="BalloonDevice.FreePageHintSink"/>).</summary>
     public IFreePageHintSink? FreePageHintSink { get; init; }
 
+    /// <summary>Where the balloon's metrics are created (the VMM's DI container gives one); null: a shared <c>Virtio.Balloon</c> meter.</summary>
+    public System.Diagnostics.Metrics.IMeterFactory? MeterFactory { get; init; }
+
     /// <summary>How the queues are numbered; <see cref="BalloonQueueNumbering.Linux"/> by default.</summary>
     public BalloonQueueNumbering Numbering { get; init; } = BalloonQueueNumbering.Linux;
 

@@ -1,6 +1,7 @@
 using System;
 using System.Diagnostics.CodeAnalysis;
 using System.Threading;
+using Virtio.Ring.Diagnostics;
 using Virtio.Ring.Internal;
 
 namespace Virtio.Ring.Transport;
@@ -63,6 +64,7 @@ public abstract partial class VirtioDevice : IDisposable
     /// <summary>Every transport and ring feature this library implements (the defaults and <c>VIRTIO_F_IN_ORDER</c>).</summary>
     public const ulong SupportedTransportFeatures = DefaultTransportFeatures | (1UL << VirtioFeatureBits.InOrder);
 
+    private readonly string _name;               // for events and worker threads
     private readonly object _control = new();    // serializes control operations; workers never take it
     private readonly object _configLock = new(); // configuration bytes and generation; workers may take it
     private readonly VirtqueueSlot[] _queues;
@@ -88,6 +90,7 @@ public abstract partial class VirtioDevice : IDisposable
     /// <param name="options">Threading and offered transport features; <see cref="VirtioDeviceOptions.Default"/> when null.</param>
     protected VirtioDevice(uint deviceId, ulong deviceFeatures, int queueCount, int maxQueueSize, int configSize, VirtioDeviceOptions? options = null)
     {
+        _name = (options ?? new VirtioDeviceOptions()).Name ?? $"virtio-{deviceId}";
         options ??= VirtioDeviceOptions.Default;
         if (queueCount is < 0 or > 1024)
         {
@@ -126,7 +129,7 @@ public abstract partial class VirtioDevice : IDisposable
         {
             if (OperatingSystem.IsLinux())
             {
-                StartWorkers(options.Name ?? $"virtio-{deviceId}");
+                StartWorkers(_name);
             }
             else
             {
@@ -346,6 +349,10 @@ public abstract partial class VirtioDevice : IDisposable
                 Volatile.Write(ref _negotiatedFeatures, _driverFeatures);
                 Volatile.Write(ref _presentQueues, PresentQueuesFor(_driverFeatures));
                 next |= DeviceStatus.FeaturesOk;
+                if (VirtioRingEventSource.Log.IsEnabled())
+                {
+                    VirtioRingEventSource.Log.FeaturesNegotiated(_name, (long)_driverFeatures);
+                }
             }
 
             bool driverOk = false;
@@ -361,6 +368,11 @@ public abstract partial class VirtioDevice : IDisposable
             }
 
             OrStatus(next); // an OR, so a NEEDS_RESET a worker set meanwhile is kept
+            if (VirtioRingEventSource.Log.IsEnabled())
+            {
+                VirtioRingEventSource.Log.DeviceStatus(_name, (int)next);
+            }
+
             if (driverOk)
             {
                 RunCallback(static d => d.OnDriverOk(), nameof(OnDriverOk), -1);
@@ -762,6 +774,11 @@ public abstract partial class VirtioDevice : IDisposable
     [SuppressMessage("Design", "CA1031:Do not catch general exception types", Justification = "The VMM's handler must not take a device thread down.")]
     private protected void ReportFault(VirtioDeviceFault fault)
     {
+        if (VirtioRingEventSource.Log.IsEnabled())
+        {
+            VirtioRingEventSource.Log.QueueBroken(_name, fault.QueueIndex, fault.QueueError != QueueError.None ? fault.QueueError.ToString() : fault.ToString(), (long)fault.QueueErrorDetail);
+        }
+
         Volatile.Write(ref _lastFault, fault);
         if (fault.QueueError != QueueError.None)
         {
@@ -839,6 +856,11 @@ public abstract partial class VirtioDevice : IDisposable
     /// <summary>Reset (status 0): park workers, tear the queues down, forget negotiation, let the model reset.</summary>
     private void ResetLocked()
     {
+        if (VirtioRingEventSource.Log.IsEnabled())
+        {
+            VirtioRingEventSource.Log.DeviceReset(_name);
+        }
+
         ParkWorkers();
         try
         {
