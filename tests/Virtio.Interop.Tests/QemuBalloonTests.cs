@@ -138,18 +138,8 @@ public sealed class QemuBalloonTests
     private static ulong Actual(QemuBalloonRig rig)
     {
         // query-balloon's "actual" is the guest's RAM minus the balloon, in bytes, as QEMU computes it from the config.
-        for (int i = 0; i < 100; i++)
-        {
-            JsonNode? reply = rig.Machine.Qmp.Execute("query-balloon");
-            ulong actual = reply!["actual"]!.GetValue<ulong>();
-            if (actual == Ram - ((ulong)rig.Driver.BalloonPages << 12))
-            {
-                return actual;
-            }
-
-            System.Threading.Thread.Sleep(20);
-        }
-
+        ulong expected = Ram - ((ulong)rig.Driver.BalloonPages << 12);
+        System.Threading.SpinWait.SpinUntil(() => rig.Machine.Qmp.Execute("query-balloon")!["actual"]!.GetValue<ulong>() == expected, TimeSpan.FromSeconds(5));
         return rig.Machine.Qmp.Execute("query-balloon")!["actual"]!.GetValue<ulong>();
     }
 }

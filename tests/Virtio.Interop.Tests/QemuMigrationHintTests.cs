@@ -66,19 +66,12 @@ public sealed class QemuMigrationHintTests(ITestOutputHelper output)
             rig.Machine.Qmp.Execute("migrate", new JsonObject { ["uri"] = "exec:cat > /dev/null" });
             JsonNode? info = null;
             var clock = Stopwatch.StartNew();
-            while (clock.Elapsed < TimeSpan.FromSeconds(60))
+            SpinWait.SpinUntil(() =>
             {
                 info = rig.Machine.Qmp.Execute("query-migrate");
                 string? status = info?["status"]?.GetValue<string>();
-                Assert.NotEqual("failed", status);
-                if (status == "completed")
-                {
-                    break;
-                }
-
-                Thread.Sleep(50);
-            }
-
+                return status is "completed" or "failed";
+            }, TimeSpan.FromSeconds(60));
             Assert.Equal("completed", info?["status"]?.GetValue<string>());
             long normal = info!["ram"]!["normal"]!.GetValue<long>();
             if (hints)

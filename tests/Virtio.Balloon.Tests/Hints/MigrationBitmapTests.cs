@@ -114,7 +114,7 @@ public sealed class MigrationBitmapTests
                 }
             }
 
-            Thread.Sleep(1);
+            SpinWait.SpinUntil(() => log.CountMarked() > 0, TimeSpan.FromSeconds(1)); // let the writer get ahead a little
             log.SyncInto(bitmap); // (the hint thread only touches the upper half, which is never written)
         }
 
