@@ -40,7 +40,7 @@ public enum BalloonMessageError
     /// <summary>A hint command buffer of the wrong size, or a hint-array start command with a block size that is not a power of two from 4 KiB to 1 GiB.</summary>
     BadHintCommand,
 
-    /// <summary>A hint array whose length is not a multiple of 8 bytes.</summary>
+    /// <summary>A hint array whose length is not a multiple of 8 bytes, or longer than 64 MiB.</summary>
     HintArrayLength,
 
     /// <summary>A hint-array entry not aligned to the block size or not inside guest RAM (the entries before it were applied).</summary>

@@ -33,6 +33,9 @@ public sealed partial class BalloonDevice
 {
     private const int HintRunCapacity = 1024;
 
+    /// <summary>The longest hint array taken (64 MiB, sixteen times the patch's 4 MiB): a longer one is refused, never cast to a negative length.</summary>
+    private const uint MaxHintArrayBytes = 64u << 20;
+
     private readonly FreePageHintProtocol _hintProtocol;
     private readonly bool _hintBigEndian;
     private readonly HintArrayDecoder _decoder;
@@ -384,7 +387,7 @@ public sealed partial class BalloonDevice
         for (int i = 0; i < chain.WritableCount; i++)
         {
             GuestRange range = chain.GetRange(chain.ReadableCount + i);
-            if (range.Length % 8 != 0)
+            if (range.Length % 8 != 0 || range.Length > MaxHintArrayBytes)
             {
                 return BalloonMessageError.HintArrayLength;
             }

@@ -192,6 +192,20 @@ public abstract class FreePageHintDeviceTests
         Assert.Null(guest.Device.LastFault);
     }
 
+    [Fact]
+    public void A_hint_array_longer_than_64_MiB_is_refused_whole()
+    {
+        var sink = new RecordingHintSink();
+        using var guest = new RawBalloonGuest(offered: 1UL << FreePageHint, wanted: 1UL << FreePageHint, format: Format,
+            guestBytes: 256UL << 20, hintProtocol: FreePageHintProtocol.HintArrays, hintSink: sink);
+        uint id = guest.Device.RequestFreePageHints();
+        SendStart(guest, id, 4 << 20, bigEndian: false);
+        guest.SendWritable(guest.Layout.FreePageHint, new GuestRange(64UL << 20, (96u << 20) + 8)); // inside RAM, too long
+        Assert.Equal(1, guest.Device.Rejected(BalloonMessageError.HintArrayLength));
+        Assert.Empty(sink.RunsOf(id));
+        Assert.Null(guest.Device.LastFault);
+    }
+
     /// <summary>
     /// The guarantee a migration relies on: once <c>StopFreePageHints</c> returned, the sink never again sees that
     /// report's hints, however the serving thread is interleaved with it.
