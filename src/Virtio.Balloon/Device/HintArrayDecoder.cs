@@ -5,6 +5,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using Virtio.Balloon.Hints;
 
 namespace Virtio.Balloon.Device;
 
@@ -139,43 +140,19 @@ internal sealed class HintArrayDecoder
                 {
                     int before = i;
                     Run512(ref first, ref i, n, limit);
-                    if (i != before)
+                    if (i == before && !ScalarSteps(ref first, ref i, 8))
                     {
-                        continue;
+                        return HintDecodeOutcome.Invalid; // the vector at i had a lane outside the window
                     }
-
-                    if (!Step512(ref first, i))
-                    {
-                        if (!ScalarSteps(ref first, ref i, 8))
-                        {
-                            return HintDecodeOutcome.Invalid;
-                        }
-
-                        continue;
-                    }
-
-                    i += 8;
                 }
                 else if (Vector256.IsHardwareAccelerated && i + 4 <= n)
                 {
                     int before = i;
                     Run256(ref first, ref i, n, limit);
-                    if (i != before)
+                    if (i == before && !ScalarSteps(ref first, ref i, 4))
                     {
-                        continue;
+                        return HintDecodeOutcome.Invalid; // the vector at i had a lane outside the window
                     }
-
-                    if (!Step256(ref first, i))
-                    {
-                        if (!ScalarSteps(ref first, ref i, 4))
-                        {
-                            return HintDecodeOutcome.Invalid;
-                        }
-
-                        continue;
-                    }
-
-                    i += 4;
                 }
                 else if (Vector128.IsHardwareAccelerated && i + 2 <= n)
                 {
@@ -214,7 +191,7 @@ internal sealed class HintArrayDecoder
     /// The Vector512 loop over as many whole vectors as pass the window check, with the run state in locals (in
     /// fields, every run would be a chain of stores and reloads through <c>this</c>): stops at the end, at a
     /// nearly full run buffer, or before a vector with a lane outside the window (which the caller then takes
-    /// entry by entry). Emits exactly what <see cref="Step512"/> would.
+    /// entry by entry). Emits exactly the runs the scalar <see cref="Step"/> would.
     /// </summary>
     private void Run512(ref ulong first, ref int position, int n, int limit)
     {
@@ -225,7 +202,7 @@ internal sealed class HintArrayDecoder
         Vector512<ulong> windowFirst = Vector512.Create(_windowFirst);
         Vector512<ulong> windowSpan = Vector512.Create(_windowSpan);
         Vector512<ulong> block = Vector512.Create(_blockBytes);
-        Vector512<byte> reverse = Vector512.Create(ReverseEachUInt64Bytes());
+        Vector512<byte> reverse = Vector512.Create(HintPacking.ReverseEachUInt64Bytes512());
         bool swap = _swap;
         int shift = _blockShift - PageShift;
         ulong runStart = _runStart;
@@ -283,7 +260,7 @@ internal sealed class HintArrayDecoder
     /// The Vector256 loop (machines without AVX-512) over as many whole vectors as pass the window check, with the run state in locals (in
     /// fields, every run would be a chain of stores and reloads through <c>this</c>): stops at the end, at a
     /// nearly full run buffer, or before a vector with a lane outside the window (which the caller then takes
-    /// entry by entry). Emits exactly what <see cref="Step512"/> would.
+    /// entry by entry). Emits exactly the runs the scalar <see cref="Step"/> would.
     /// </summary>
     private void Run256(ref ulong first, ref int position, int n, int limit)
     {
@@ -294,7 +271,7 @@ internal sealed class HintArrayDecoder
         Vector256<ulong> windowFirst = Vector256.Create(_windowFirst);
         Vector256<ulong> windowSpan = Vector256.Create(_windowSpan);
         Vector256<ulong> block = Vector256.Create(_blockBytes);
-        Vector256<byte> reverse = Vector256.Create(ReverseEachUInt64Bytes()[..32]);
+        Vector256<byte> reverse = Vector256.Create(HintPacking.ReverseEachUInt64Bytes512()[..32]);
         bool swap = _swap;
         int shift = _blockShift - PageShift;
         ulong runStart = _runStart;
@@ -396,64 +373,13 @@ internal sealed class HintArrayDecoder
         return true;
     }
 
-    /// <summary>
-    /// Lanes <c>i .. i+7</c>. Entry <c>i - 1</c> was decoded already, so the open run ends at it and lane 0
-    /// continues the run exactly when it follows entry <c>i - 1</c>. False (nothing consumed) when a lane is outside
-    /// the window or misaligned.
-    /// </summary>
-    private bool Step512(ref ulong first, int i)
-    {
-        Vector512<ulong> v = Vector512.LoadUnsafe(ref first, (nuint)i);
-        Vector512<ulong> previous = Vector512.LoadUnsafe(ref first, (nuint)(i - 1));
-        if (_swap)
-        {
-            Vector512<byte> reverse = Vector512.Create(ReverseEachUInt64Bytes());
-            v = Vector512.Shuffle(v.AsByte(), reverse).AsUInt64();
-            previous = Vector512.Shuffle(previous.AsByte(), reverse).AsUInt64();
-        }
-
-        Vector512<ulong> bad = (v & Vector512.Create(_alignMask))
-            | Vector512.GreaterThan(v - Vector512.Create(_windowFirst), Vector512.Create(_windowSpan));
-        if (bad != Vector512<ulong>.Zero)
-        {
-            return false;
-        }
-
-        ulong starts = ~Vector512.Equals(v, previous + Vector512.Create(_blockBytes)).ExtractMostSignificantBits() & 0xFF;
-        Lanes512(v, starts);
-        return true;
-    }
-
-    private bool Step256(ref ulong first, int i)
-    {
-        Vector256<ulong> v = Vector256.LoadUnsafe(ref first, (nuint)i);
-        Vector256<ulong> previous = Vector256.LoadUnsafe(ref first, (nuint)(i - 1));
-        if (_swap)
-        {
-            Vector256<byte> reverse = Vector256.Create(ReverseEachUInt64Bytes()[..32]);
-            v = Vector256.Shuffle(v.AsByte(), reverse).AsUInt64();
-            previous = Vector256.Shuffle(previous.AsByte(), reverse).AsUInt64();
-        }
-
-        Vector256<ulong> bad = (v & Vector256.Create(_alignMask))
-            | Vector256.GreaterThan(v - Vector256.Create(_windowFirst), Vector256.Create(_windowSpan));
-        if (bad != Vector256<ulong>.Zero)
-        {
-            return false;
-        }
-
-        ulong starts = ~Vector256.Equals(v, previous + Vector256.Create(_blockBytes)).ExtractMostSignificantBits() & 0xF;
-        Lanes256(v, starts);
-        return true;
-    }
-
     private bool Step128(ref ulong first, int i)
     {
         Vector128<ulong> v = Vector128.LoadUnsafe(ref first, (nuint)i);
         Vector128<ulong> previous = Vector128.LoadUnsafe(ref first, (nuint)(i - 1));
         if (_swap)
         {
-            Vector128<byte> reverse = Vector128.Create(ReverseEachUInt64Bytes()[..16]);
+            Vector128<byte> reverse = Vector128.Create(HintPacking.ReverseEachUInt64Bytes512()[..16]);
             v = Vector128.Shuffle(v.AsByte(), reverse).AsUInt64();
             previous = Vector128.Shuffle(previous.AsByte(), reverse).AsUInt64();
         }
@@ -489,66 +415,9 @@ internal sealed class HintArrayDecoder
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void Lanes512(Vector512<ulong> v, ulong starts)
-    {
-        const int width = 8;
-        if (starts == 0)
-        {
-            _runBlocks += width; // the common case of a free guest: the whole vector continues the run
-            return;
-        }
-
-        int lane = 0;
-        while (starts != 0)
-        {
-            int b = BitOperations.TrailingZeroCount(starts);
-            _runBlocks += (ulong)(b - lane);
-            Emit();
-            _runStart = v.GetElement(b);
-            _runBlocks = 1;
-            lane = b + 1;
-            starts &= starts - 1;
-        }
-
-        _runBlocks += (ulong)(width - lane);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void Lanes256(Vector256<ulong> v, ulong starts)
-    {
-        if (starts == 0)
-        {
-            _runBlocks += 4;
-            return;
-        }
-
-        int lane = 0;
-        while (starts != 0)
-        {
-            int b = BitOperations.TrailingZeroCount(starts);
-            _runBlocks += (ulong)(b - lane);
-            Emit();
-            _runStart = v.GetElement(b);
-            _runBlocks = 1;
-            lane = b + 1;
-            starts &= starts - 1;
-        }
-
-        _runBlocks += (ulong)(4 - lane);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Emit()
     {
         Debug.Assert(_open && _count < _runs.Length, "a run is open and there is room");
         _runs[_count++] = new GuestPageRange(_runStart >> PageShift, _runBlocks << (_blockShift - PageShift));
     }
-
-    private static ReadOnlySpan<byte> ReverseEachUInt64Bytes() =>
-    [
-        7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8,
-        23, 22, 21, 20, 19, 18, 17, 16, 31, 30, 29, 28, 27, 26, 25, 24,
-        39, 38, 37, 36, 35, 34, 33, 32, 47, 46, 45, 44, 43, 42, 41, 40,
-        55, 54, 53, 52, 51, 50, 49, 48, 63, 62, 61, 60, 59, 58, 57, 56,
-    ];
 }

@@ -161,8 +161,8 @@ public static class HintPacking
         }
     }
 
-    /// <summary>Shuffle indices that reverse the bytes of each 8-byte lane, for 64 bytes.</summary>
-    private static ReadOnlySpan<byte> ReverseEachUInt64Bytes512() =>
+    /// <summary>Shuffle indices that reverse the bytes of each 8-byte lane, for 64 bytes (the first 32 or 16 for narrower vectors).</summary>
+    internal static ReadOnlySpan<byte> ReverseEachUInt64Bytes512() =>
     [
         7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8,
         23, 22, 21, 20, 19, 18, 17, 16, 31, 30, 29, 28, 27, 26, 25, 24,
