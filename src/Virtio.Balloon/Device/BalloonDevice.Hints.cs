@@ -5,6 +5,7 @@ using System.Diagnostics.CodeAnalysis;
 using Virtio.Balloon.Diagnostics;
 using System.Threading;
 using Virtio.Balloon.Hints;
+using Virtio.Balloon.Migration;
 using Virtio.Ring;
 using Virtio.Ring.Transport;
 
@@ -32,6 +33,9 @@ namespace Virtio.Balloon.Device;
 public sealed partial class BalloonDevice
 {
     private const int HintRunCapacity = 1024;
+
+    /// <summary>Entries of a hint array cleared into a migration bitmap per handshake (128 KiB of the array, a few microseconds).</summary>
+    private const int BitmapBatchEntries = 16384;
 
     /// <summary>The longest hint array taken (64 MiB, sixteen times the patch's 4 MiB): a longer one is refused, never cast to a negative length.</summary>
     private const uint MaxHintArrayBytes = 64u << 20;
@@ -407,8 +411,16 @@ public sealed partial class BalloonDevice
         return BalloonMessageError.None;
     }
 
-    /// <summary>Decodes one array in batches of runs; each batch is applied under the handshake. Entries before an invalid one stand (each was valid).</summary>
+    /// <summary>Decodes one array; each batch is applied under the handshake. Entries before an invalid one stand (each was valid).</summary>
     private BalloonMessageError DecodeArray(ReadOnlySpan<byte> array)
+    {
+        return FreePageHintSink is MigrationBitmap bitmap && HintArrayDecoder.CanDecodeIntoBitmap(_hintBlockShift, bitmap)
+            ? DecodeArrayIntoBitmap(array, bitmap)
+            : DecodeArrayIntoRuns(array);
+    }
+
+    /// <summary>The general way: runs, handed to the sink a batch at a time.</summary>
+    private BalloonMessageError DecodeArrayIntoRuns(ReadOnlySpan<byte> array)
     {
         _decoder.Begin(_hintBlockShift, _hintBigEndian);
         int position = 0;
@@ -438,6 +450,55 @@ public sealed partial class BalloonDevice
                 return BalloonMessageError.HintMisaligned;
             }
         }
+    }
+
+    /// <summary>
+    /// 4 MiB blocks into a migration bitmap: decoded and cleared in one pass (<see cref="HintArrayDecoder.DecodeIntoBitmap"/>),
+    /// in batches of <see cref="BitmapBatchEntries"/> entries, each batch inside the handshake so a stop waits at most
+    /// one batch. A batch that finds the report over goes the general way (validated, then counted as ignored).
+    /// </summary>
+    private BalloonMessageError DecodeArrayIntoBitmap(ReadOnlySpan<byte> array, MigrationBitmap bitmap)
+    {
+        _decoder.BeginBitmap(_hintBigEndian, bitmap);
+        int entries = array.Length / 8;
+        int position = 0;
+        while (position < entries)
+        {
+            int start = position;
+            HintDecodeOutcome outcome;
+            Interlocked.Exchange(ref _applyingThread, Environment.CurrentManagedThreadId);
+            try
+            {
+                if ((FreePageHintStatus)(Volatile.Read(ref _hintState) >> 32) != FreePageHintStatus.Reporting)
+                {
+                    Volatile.Write(ref _applyingThread, 0);
+                    return DecodeArrayIntoRuns(array[(position * 8)..]); // the sink is dropped now: validated and counted only
+                }
+
+                outcome = _decoder.DecodeIntoBitmap(array, ref position, Math.Min(entries, position + BitmapBatchEntries));
+            }
+            finally
+            {
+                Volatile.Write(ref _applyingThread, 0);
+            }
+
+            long blocks = position - start; // every entry before the position was valid and applied
+            if (blocks > 0)
+            {
+                long pages = blocks << (_hintBlockShift - 12);
+                Interlocked.Add(ref _hintedPages, pages);
+                Interlocked.Add(ref _hintBlocks, blocks);
+                _metrics.HintBlocks.Add(blocks);
+                _metrics.HintPages.Add(pages);
+            }
+
+            if (outcome == HintDecodeOutcome.Invalid)
+            {
+                return BalloonMessageError.HintMisaligned;
+            }
+        }
+
+        return BalloonMessageError.None;
     }
 
     private void ApplyBlockRuns()

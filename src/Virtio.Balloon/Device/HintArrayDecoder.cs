@@ -37,7 +37,7 @@ internal enum HintDecodeOutcome
 /// map, so the output (runs, and the position of an invalid entry) is identical to <see cref="ScalarOnly"/>.
 /// </para>
 /// </summary>
-internal sealed class HintArrayDecoder
+internal sealed partial class HintArrayDecoder
 {
     private const int PageShift = 12;
 

@@ -42,6 +42,7 @@ public sealed unsafe class MigrationBitmap : IFreePageHintSink, IDisposable
     private readonly ulong _summaryBytes;
     private readonly ulong _pageWords;
     private readonly ulong _chunks;
+    private readonly ulong _summaryWords;
     private bool _disposed;
 
     /// <summary>A bitmap over <paramref name="pageCount"/> pages from <paramref name="firstPfn"/>, nothing marked.</summary>
@@ -58,7 +59,8 @@ public sealed unsafe class MigrationBitmap : IFreePageHintSink, IDisposable
         _chunks = (pageCount + ChunkPages - 1) / ChunkPages;
         _pageWords = _chunks * WordsPerChunk;
         _pageBytes = RoundUp(_pageWords * 8);
-        _summaryBytes = RoundUp((_chunks + 63) / 64 * 8);
+        _summaryWords = (_chunks + 63) / 64;
+        _summaryBytes = RoundUp(_summaryWords * 8);
         _pages = (ulong*)NativeRegion.Allocate(_pageBytes);      // reserved, zero until touched
         _summary = (ulong*)NativeRegion.Allocate(_summaryBytes);
     }
@@ -68,6 +70,9 @@ public sealed unsafe class MigrationBitmap : IFreePageHintSink, IDisposable
 
     /// <summary>Pages covered.</summary>
     public ulong PageCount { get; }
+
+    /// <summary>Chunks wholly inside the bitmap (a last, partial chunk is cleared page by page, never through its summary bit).</summary>
+    internal ulong WholeChunks => PageCount / ChunkPages;
 
     /// <summary>Marks every page (the first round of a migration sends all of RAM).</summary>
     public void MarkAll()
@@ -301,6 +306,20 @@ public sealed unsafe class MigrationBitmap : IFreePageHintSink, IDisposable
             {
                 summary[word] &= ~mask;
             }
+        }
+    }
+
+    /// <summary>
+    /// Clears the summary bits <paramref name="mask"/> of summary word <paramref name="word"/> (chunks
+    /// <c>64 * word + b</c>): the hint decoder's direct path, which gathers a word's 4 MiB hints before it writes.
+    /// Only chunks below <see cref="WholeChunks"/> may be named. One hint thread at a time, like every hint clear.
+    /// </summary>
+    internal void ClearChunkWord(ulong word, ulong mask)
+    {
+        if (word < _summaryWords) // the decoder's window check keeps it inside; the pointer write stays checked anyway
+        {
+            Debug.Assert(mask == 0 || (word * 64) + (ulong)(63 - BitOperations.LeadingZeroCount(mask)) < WholeChunks, "whole chunks only");
+            _summary[word] &= ~mask; // one hint thread at a time: a plain read-modify-write
         }
     }
 

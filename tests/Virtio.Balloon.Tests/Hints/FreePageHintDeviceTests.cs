@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.Collections.Generic;
 using System.Threading;
 using Virtio.Balloon.Hints;
+using Virtio.Balloon.Migration;
 using Virtio.Balloon.Tests.Device;
 using Virtio.Ring;
 using Virtio.Ring.Transport;
@@ -204,6 +205,115 @@ public abstract class FreePageHintDeviceTests
         Assert.Equal(1, guest.Device.Rejected(BalloonMessageError.HintArrayLength));
         Assert.Empty(sink.RunsOf(id));
         Assert.Null(guest.Device.LastFault);
+    }
+
+    /// <summary>
+    /// With a migration bitmap as the sink, 4 MiB hint arrays are cleared straight into it (the device's direct
+    /// path): every valid entry's chunk, in any order, the bitmap's partial last chunk page by page, the entries
+    /// before a bad one and none after it; blocks and pages counted as on the general path.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Hint_arrays_of_4_MiB_blocks_clear_a_migration_bitmap_chunk_by_chunk(bool bigEndian)
+    {
+        const ulong Pages = (64UL << 20) / 4096;
+        using var bitmap = new MigrationBitmap(0, Pages - 100); // its last chunk is partial
+        using var guest = new RawBalloonGuest(offered: 1UL << FreePageHint, wanted: 1UL << FreePageHint, format: Format,
+            hintProtocol: FreePageHintProtocol.HintArrays, hintSink: bitmap, bigEndianHints: bigEndian);
+        bitmap.MarkAll();
+        uint id = guest.Device.RequestFreePageHints();
+        SendStart(guest, id, 4 << 20, bigEndian);
+
+        ulong[] chunks = [2, 3, 4, 9, 15, 7, 0, 1, 11, 12, 13, 14];
+        SendArray(guest, bigEndian, Array.ConvertAll(chunks, c => c << 22));
+        Assert.Equal(chunks.Length, guest.Device.HintBlocks);
+        Assert.Equal(chunks.Length * 1024, guest.Device.HintedPages);
+        var expected = new HashSet<ulong>(chunks);
+        for (ulong c = 0; c < 16; c++)
+        {
+            Assert.Equal(!expected.Contains(c), bitmap.IsMarked(c * 1024));
+            Assert.Equal(!expected.Contains(c), bitmap.IsMarked(Math.Min((c * 1024) + 1023, Pages - 101)));
+        }
+
+        // A misaligned third entry: the two before it are applied, the one after is not.
+        bitmap.MarkAll();
+        SendArray(guest, bigEndian, [5UL << 22, 6UL << 22, (8UL << 22) + 4096, 10UL << 22]);
+        Assert.Equal(1, guest.Device.Rejected(BalloonMessageError.HintMisaligned));
+        Assert.Equal(Pages - 100 - 2048, (ulong)bitmap.CountMarked());
+        Assert.True(bitmap.IsMarked(10 * 1024));
+
+        // Past RAM: refused the same way.
+        SendArray(guest, bigEndian, [10UL << 22, 16UL << 22]);
+        Assert.Equal(2, guest.Device.Rejected(BalloonMessageError.HintMisaligned));
+        Assert.False(bitmap.IsMarked(10 * 1024));
+        Assert.Null(guest.Device.LastFault);
+
+        // After STOP, arrays are counted as ignored and clear nothing.
+        SendStart(guest, 0, 0, bigEndian);
+        bitmap.MarkAll();
+        long ignored = guest.Device.IgnoredHintBlocks;
+        SendArray(guest, bigEndian, [1UL << 22, 2UL << 22]);
+        Assert.Equal(ignored + 2, guest.Device.IgnoredHintBlocks);
+        Assert.Equal(Pages - 100, (ulong)bitmap.CountMarked());
+    }
+
+    /// <summary>
+    /// The stop guarantee on the direct path: once <c>StopFreePageHints</c> returned and the migration re-marked its
+    /// bitmap (the dirty-log sync), no hint of the stopped report clears a bit of it.
+    /// </summary>
+    [Fact]
+    public void No_hint_clears_a_migration_bitmap_after_stop_returns()
+    {
+        const ulong Pages = (64UL << 20) / 4096;
+        using var bitmap = new MigrationBitmap(0, Pages);
+        using var guest = new RawBalloonGuest(offered: 1UL << FreePageHint, wanted: 1UL << FreePageHint, format: Format,
+            hintProtocol: FreePageHintProtocol.HintArrays, hintSink: bitmap);
+        using var done = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        int rounds = 0;
+        int violations = 0;
+        var guestThread = new Thread(() =>
+        {
+            uint started = 0;
+            ulong[] entries = new ulong[16 * 64];
+            for (int i = 0; i < entries.Length; i++)
+            {
+                entries[i] = (ulong)(i % 16) << 22; // every chunk, many times over: long enough to straddle a stop
+            }
+
+            while (!done.IsCancellationRequested && Volatile.Read(ref rounds) < 300)
+            {
+                uint id = CommandId(guest);
+                if (FreePageHintCommand.IsReportId(id) && id != started)
+                {
+                    SendStart(guest, id, 4 << 20, bigEndian: false);
+                    started = id;
+                }
+
+                SendArray(guest, false, entries);
+            }
+        });
+        guestThread.Start();
+        while (Volatile.Read(ref rounds) < 300 && !done.IsCancellationRequested)
+        {
+            guest.Device.RequestFreePageHints();
+            SpinWait.SpinUntil(() => guest.Device.FreePageHintStatus == FreePageHintStatus.Reporting, TimeSpan.FromSeconds(5));
+            Thread.SpinWait(200);
+            guest.Device.StopFreePageHints();
+            bitmap.MarkAll(); // the sync: from here on, a cleared bit would be a late hint
+            Thread.SpinWait(2000);
+            if ((ulong)bitmap.CountMarked() != Pages)
+            {
+                violations++;
+            }
+
+            Interlocked.Increment(ref rounds);
+        }
+
+        Assert.True(guestThread.Join(TimeSpan.FromSeconds(20)));
+        Assert.False(done.IsCancellationRequested, "300 rounds within the time limit");
+        Assert.Equal(0, violations);
+        Assert.True(guest.Device.HintBlocks > 0 && guest.Device.IgnoredHintBlocks > 0, "both sides of the race were exercised");
     }
 
     /// <summary>

@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.Collections.Generic;
 using System.Runtime.Intrinsics;
 using Virtio.Balloon.Device;
+using Virtio.Balloon.Migration;
 using Virtio.Ring;
 
 namespace Virtio.Balloon.Tests.Hints;
@@ -68,6 +69,78 @@ public sealed class HintArrayDecoderTests : IDisposable
                 (List<GuestPageRange> runs, bool valid, int stop) actual = DecodeAll(decoder, entries, shift, bigEndian);
                 Assert.Equal(expected.runs, actual.runs);
                 Assert.Equal((expected.valid, expected.stop), (actual.valid, actual.stop));
+            }
+        }
+    }
+
+    /// <summary>
+    /// The direct path (4 MiB hints cleared straight into a migration bitmap, gathered per summary word) leaves the
+    /// same bitmap, and stops at the same entry, as decoding into runs and handing them to the bitmap's
+    /// <c>OnFreePageHints</c>: random arrays of every length 0..1000 in random batch sizes, little- and big-endian,
+    /// misaligned, with RAM below the bitmap, RAM past its end, a partial last chunk and another RAM region.
+    /// </summary>
+    [Theory]
+    [InlineData(false, 0)]
+    [InlineData(true, 0)]
+    [InlineData(false, 4)]
+    [InlineData(true, 3)]
+    public void Clearing_4_MiB_hints_straight_into_a_bitmap_equals_runs_through_the_sink(bool bigEndian, int misalignment)
+    {
+        ulong firstPfn = (16UL << 20) >> 12;
+        ulong pages = ((HighRam + (102UL << 20)) >> 12) - firstPfn;
+        using GuestMemory memory = new GuestMemoryBuilder().AddAllocatedRegion(0, 2UL << 30).AddAllocatedRegion(HighRam, 256UL << 20).Build();
+        var ram = new GuestRamMap(memory);
+        using var expected = new MigrationBitmap(firstPfn, pages);
+        using var direct = new MigrationBitmap(firstPfn, pages);
+        using var directScalar = new MigrationBitmap(firstPfn, pages);
+        var runs = new HintArrayDecoder(ram, 64);
+        var vector = new HintArrayDecoder(ram, 64);
+        var scalar = new HintArrayDecoder(ram, 64) { ScalarOnly = true };
+        Assert.True(HintArrayDecoder.CanDecodeIntoBitmap(22, direct));
+        var random = new Random(777 + misalignment + (bigEndian ? 100 : 0));
+        for (int length = 0; length <= 1000; length++)
+        {
+            ulong[] addresses = RandomChunkAddresses(random, length);
+            if (random.Next(4) == 0)
+            {
+                random.Shuffle(addresses); // an unsorted array: lanes of many summary words
+            }
+
+            byte[] buffer = new byte[(length * 8) + misalignment];
+            Span<byte> entries = buffer.AsSpan(misalignment, length * 8);
+            for (int i = 0; i < length; i++)
+            {
+                if (bigEndian)
+                {
+                    BinaryPrimitives.WriteUInt64BigEndian(entries[(8 * i)..], addresses[i]);
+                }
+                else
+                {
+                    BinaryPrimitives.WriteUInt64LittleEndian(entries[(8 * i)..], addresses[i]);
+                }
+            }
+
+            expected.MarkAll();
+            direct.MarkAll();
+            directScalar.MarkAll();
+            (List<GuestPageRange> decoded, bool valid, int stop) = DecodeAll(runs, entries, 22, bigEndian);
+            expected.OnFreePageHints(2, decoded.ToArray());
+            foreach ((HintArrayDecoder decoder, MigrationBitmap bitmap) in new[] { (vector, direct), (scalar, directScalar) })
+            {
+                decoder.BeginBitmap(bigEndian, bitmap);
+                int position = 0;
+                HintDecodeOutcome outcome = HintDecodeOutcome.Done;
+                while (position < length && outcome == HintDecodeOutcome.Done)
+                {
+                    outcome = decoder.DecodeIntoBitmap(entries, ref position, Math.Min(length, position + random.Next(1, 300)));
+                }
+
+                Assert.Equal((valid, stop), (outcome == HintDecodeOutcome.Done, position));
+                Assert.Equal(expected.CountMarked(), bitmap.CountMarked());
+                for (ulong pfn = firstPfn; pfn < firstPfn + pages; pfn += 1023)
+                {
+                    Assert.Equal(expected.IsMarked(pfn), bitmap.IsMarked(pfn));
+                }
             }
         }
     }
@@ -138,6 +211,39 @@ public sealed class HintArrayDecoderTests : IDisposable
         }
 
         return (runs, true, addresses.Length);
+    }
+
+    /// <summary>
+    /// 4 MiB blocks as a fragmented guest reports them: ascending, with gaps of 0..3 blocks (so vectors cross 256 MiB
+    /// summary words), now and then a jump (below the bitmap, the other region, past the bitmap's end, its partial
+    /// last chunk), and rarely a bad entry (misaligned, in the hole, near 2^64).
+    /// </summary>
+    private static ulong[] RandomChunkAddresses(Random random, int length)
+    {
+        const ulong Block = 4UL << 20;
+        var result = new ulong[length];
+        ulong next = (ulong)random.Next(512) * Block;
+        for (int i = 0; i < length; i++)
+        {
+            int dice = random.Next(1000);
+            ulong a = next + ((ulong)random.Next(4) * Block);
+            if (dice >= 960 || a >= (2UL << 30))
+            {
+                a = random.Next(6) switch
+                {
+                    0 => (ulong)random.Next(4) * Block,                                  // below the bitmap (16 MiB)
+                    1 or 2 => HighRam + ((ulong)random.Next(64) * Block),               // the other region, to its end
+                    3 => (ulong)random.Next(512) * Block,                                // back into the window
+                    4 => dice >= 995 ? (ulong)random.Next(1, 1 << 20) * 4096 : 0,       // rarely misaligned
+                    _ => dice >= 995 ? (3UL << 30) + ((ulong)random.Next(4) * Block) : ulong.MaxValue - Block + 1, // the hole, or 2^64 bait
+                };
+            }
+
+            result[i] = a;
+            next = a < (2UL << 30) ? a + Block : (ulong)random.Next(512) * Block;
+        }
+
+        return result;
     }
 
     /// <summary>Mostly runs of contiguous blocks with gaps, in both RAM regions; now and then a bad entry (misaligned, outside RAM, near 2^64).</summary>
