@@ -123,6 +123,9 @@ internal sealed partial class HintArrayDecoder
     /// The Vector512 loop over as many whole vectors as pass the direct window check; stops at
     /// <paramref name="end"/> or before a vector with a lane outside the window (the caller takes it entry by entry).
     /// </summary>
+    // Fully optimized from the first call: a report calls it a few times, each a long loop, so tiering would run it as
+    // on-stack-replacement code for many reports (a whole 1 TiB report measured 1.37 ms that way, 1.04 ms like this).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Bitmap512(ref ulong first, ref int position, int end, ref ulong word, ref ulong mask)
     {
         MigrationBitmap bitmap = _bitmap!;
@@ -191,6 +194,7 @@ internal sealed partial class HintArrayDecoder
     }
 
     /// <summary>The Vector256 loop (machines without AVX-512), as <see cref="Bitmap512"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // as Bitmap512
     private void Bitmap256(ref ulong first, ref int position, int end, ref ulong word, ref ulong mask)
     {
         MigrationBitmap bitmap = _bitmap!;
