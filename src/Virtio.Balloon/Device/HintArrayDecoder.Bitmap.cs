@@ -95,7 +95,9 @@ internal sealed partial class HintArrayDecoder
                 }
                 else if (vectors && Vector128.IsHardwareAccelerated && i + 2 <= end)
                 {
-                    if (!Bitmap128(ref first, ref i, ref word, ref mask) && !ScalarChunkSteps(ref first, ref i, 2, ref word, ref mask))
+                    int before = i;
+                    Bitmap128(ref first, ref i, end, ref word, ref mask);
+                    if (i == before && !ScalarChunkSteps(ref first, ref i, 2, ref word, ref mask))
                     {
                         return HintDecodeOutcome.Invalid;
                     }
@@ -255,29 +257,47 @@ internal sealed partial class HintArrayDecoder
         position = i;
     }
 
-    /// <summary>Two entries with Vector128 (ARM64's width): validated together, gathered lane by lane. False, with <paramref name="i"/> unmoved, when a lane is outside the window.</summary>
-    private bool Bitmap128(ref ulong first, ref int i, ref ulong word, ref ulong mask)
+    /// <summary>
+    /// The Vector128 loop (ARM64's width, or x86 without AVX2), as <see cref="Bitmap512"/>: two entries validated and
+    /// turned into chunk numbers together, their bits gathered lane by lane (two lanes are not worth a reduction).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // as Bitmap512
+    private void Bitmap128(ref ulong first, ref int position, int end, ref ulong word, ref ulong mask)
     {
-        Vector128<ulong> v = Vector128.LoadUnsafe(ref first, (nuint)i);
-        if (_swap)
+        MigrationBitmap bitmap = _bitmap!;
+        Vector128<ulong> align = Vector128.Create(_alignMask);
+        Vector128<ulong> windowFirst = Vector128.Create(_chunkFirst);
+        Vector128<ulong> windowSpan = Vector128.Create(_chunkSpan);
+        Vector128<ulong> chunkBase = Vector128.Create(_chunkBase);
+        Vector128<byte> reverse = Vector128.Create(HintPacking.ReverseEachUInt64Bytes512()[..16]);
+        bool swap = _swap;
+        ulong w = word;
+        ulong m = mask;
+        int i = position;
+        while (i + 2 <= end)
         {
-            v = Vector128.Shuffle(v.AsByte(), Vector128.Create(HintPacking.ReverseEachUInt64Bytes512()[..16])).AsUInt64();
+            Vector128<ulong> v = Vector128.LoadUnsafe(ref first, (nuint)i);
+            if (swap)
+            {
+                v = Vector128.Shuffle(v.AsByte(), reverse).AsUInt64();
+            }
+
+            if (((v & align) | Vector128.GreaterThan(v - windowFirst, windowSpan)) != Vector128<ulong>.Zero)
+            {
+                break;
+            }
+
+            Vector128<ulong> chunks = Vector128.ShiftRightLogical(v - chunkBase, ChunkShift);
+            ulong c0 = chunks.ToScalar();
+            ulong c1 = chunks.GetElement(1);
+            Gather(bitmap, ref w, ref m, c0 >> 6, 1UL << (int)c0); // C# takes a 64-bit shift's count mod 64
+            Gather(bitmap, ref w, ref m, c1 >> 6, 1UL << (int)c1);
+            i += 2;
         }
 
-        Vector128<ulong> bad = (v & Vector128.Create(_alignMask))
-            | Vector128.GreaterThan(v - Vector128.Create(_chunkFirst), Vector128.Create(_chunkSpan));
-        if (bad != Vector128<ulong>.Zero)
-        {
-            return false;
-        }
-
-        Vector128<ulong> chunks = Vector128.ShiftRightLogical(v - Vector128.Create(_chunkBase), ChunkShift);
-        ulong c0 = chunks.ToScalar();
-        ulong c1 = chunks.GetElement(1);
-        Gather(_bitmap!, ref word, ref mask, c0 >> 6, 1UL << (int)c0);  // C# takes a ulong shift count mod 64
-        Gather(_bitmap!, ref word, ref mask, c1 >> 6, 1UL << (int)c1);
-        i += 2;
-        return true;
+        word = w;
+        mask = m;
+        position = i;
     }
 
     /// <summary>A vector with a lane outside the direct window: its entries one by one.</summary>
