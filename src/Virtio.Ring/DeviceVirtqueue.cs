@@ -56,6 +56,9 @@ public sealed class DeviceVirtqueue : IDisposable
     /// <summary>Buffers popped and not yet pushed back.</summary>
     public int InFlight => _packed?.InFlight ?? _split!.InFlight;
 
+    /// <summary>What this queue has done since it was attached (see <see cref="VirtqueueCounters"/>). Any thread.</summary>
+    public VirtqueueCounters Counters => _packed?.Counters ?? _split!.Counters;
+
     /// <summary>The split queue underneath, or null.</summary>
     public SplitDeviceVirtqueue? Split => _split;
 
@@ -160,6 +163,19 @@ public sealed class DeviceVirtqueue : IDisposable
 
     /// <summary>Publishes pushed used buffers; true when the driver must be sent a used-buffer notification.</summary>
     public bool PublishUsed() => _packed is null ? _split!.PublishUsed() : _packed.PublishUsed();
+
+    /// <summary>Counts available-buffer notifications served (<see cref="Transport.VirtioDevice"/>'s serving thread).</summary>
+    internal void CountNotificationsReceived(ulong notifications)
+    {
+        if (_packed is null)
+        {
+            _split!.CountNotificationsReceived(notifications);
+        }
+        else
+        {
+            _packed.CountNotificationsReceived(notifications);
+        }
+    }
 
     /// <summary>Asks the driver not to send available-buffer notifications.</summary>
     public void DisableAvailableNotifications()

@@ -313,6 +313,11 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
         _slotsOfId[id] = 0;
         WriteUsed(id, writtenLength, slots);
         _hot.InFlightBuffers--;
+        if (RingCounting.Enabled)
+        {
+            _hot.UsedBuffers++;
+            _hot.UsedBytes += writtenLength;
+        }
     }
 
     /// <summary>
@@ -358,6 +363,11 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
         _hot.PopOrderFirst = PackedRingPosition.WrapIndex(_hot.PopOrderFirst + count, _size);
         _hot.InFlightBuffers -= count;
         WriteUsed(lastId, writtenLength, slots);
+        if (RingCounting.Enabled)
+        {
+            _hot.UsedBuffers += count;
+            _hot.UsedBytes += writtenLength;
+        }
     }
 
     /// <summary>
@@ -402,17 +412,36 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
         int advanced = _hot.UsedSinceSignal;
         _hot.UsedSinceSignal = 0;
         ushort flags = (ushort)(snapshot >> 16);
-        if (flags == EventSuppression.FlagsDisable)
+
+        // DISABLE: no; ENABLE (and DESC without EVENT_IDX, and the reserved value 3): yes; DESC: the event offset.
+        bool notify = flags != EventSuppression.FlagsDisable
+            && (flags != EventSuppression.FlagsDesc || !_eventIdx
+                || EventSuppression.NeedsNotification((ushort)snapshot, _hot.NextUsed, _hot.UsedWrap, advanced, _size));
+        if (RingCounting.Enabled)
         {
-            return false;
+            int sent = notify ? 1 : 0; // no branch on the driver's choice
+            _hot.NotificationsSent += sent;
+            _hot.NotificationsSuppressed += 1 - sent;
         }
 
-        if (flags != EventSuppression.FlagsDesc || !_eventIdx)
-        {
-            return true; // ENABLE (DESC without EVENT_IDX and the reserved value 3 are treated as ENABLE)
-        }
+        return notify;
+    }
 
-        return EventSuppression.NeedsNotification((ushort)snapshot, _hot.NextUsed, _hot.UsedWrap, advanced, _size);
+    /// <summary>What this queue has done since it was attached (see <see cref="VirtqueueCounters"/>). Any thread.</summary>
+    public VirtqueueCounters Counters => new(
+        Volatile.Read(ref _hot.UsedBuffers),
+        Volatile.Read(ref _hot.UsedBytes),
+        Volatile.Read(ref _hot.NotificationsSent),
+        Volatile.Read(ref _hot.NotificationsSuppressed),
+        Volatile.Read(ref _hot.NotificationsReceived));
+
+    /// <summary>Counts available-buffer notifications served (the device model's serving thread).</summary>
+    internal void CountNotificationsReceived(ulong notifications)
+    {
+        if (RingCounting.Enabled)
+        {
+            _hot.NotificationsReceived += (long)notifications;
+        }
     }
 
     /// <summary>Asks the driver not to send available-buffer notifications (device event flags DISABLE).</summary>
@@ -1109,13 +1138,18 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
         public uint PendingFirst; // the used descriptor whose flags FlushUsed still has to write: slot | flags << 16
         public uint DeviceEventWritten; // last value stored to the device event suppression structure
         public bool NotificationsEnabled;
-        public QueueError Error;
-        public ulong ErrorDetail;
         public bool Halted;
-        public bool Disposed;
         public int PopOrderFirst;
+        public long UsedBuffers;    // VirtqueueCounters, beside the used-side fields they follow: written by the
+        public long UsedBytes;      // serving thread only, read by anyone
+        public long NotificationsSent;
+        public long NotificationsSuppressed;
         public ulong RunFlags;
         public RegionCache Regions; // the region the last buffer was in
+        public long NotificationsReceived;
+        public QueueError Error;
+        public ulong ErrorDetail;
+        public bool Disposed;
         public CacheLinePadding After;
     }
 }

@@ -272,6 +272,10 @@ public sealed unsafe class SplitDeviceVirtqueue : IDisposable
         LittleEndian.Write32(element, id);
         LittleEndian.Write32(element + 4, writtenLength);
         _hot.NextUsed = (ushort)(nextUsed + 1);
+        if (RingCounting.Enabled)
+        {
+            _hot.UsedBytes += writtenLength;
+        }
     }
 
     /// <summary>
@@ -310,6 +314,11 @@ public sealed unsafe class SplitDeviceVirtqueue : IDisposable
         LittleEndian.Write32(element, lastId);
         LittleEndian.Write32(element + 4, writtenLength);
         _hot.NextUsed = (ushort)(_hot.NextUsed + count);
+        if (RingCounting.Enabled)
+        {
+            _hot.UsedBytes += writtenLength;
+        }
+
         _hot.PopOrderFirst = (_hot.PopOrderFirst + count) & _mask;
     }
 
@@ -332,6 +341,11 @@ public sealed unsafe class SplitDeviceVirtqueue : IDisposable
             // publishes them. A release store orders every earlier store (the elements above) before it, on ARM64
             // as on x86-64.
             LittleEndian.VolatileWrite16(_used + SplitQueueLayout.RingIdxOffset, now);
+            if (RingCounting.Enabled)
+            {
+                _hot.UsedBuffers += (ushort)(now - _hot.PublishedUsed); // per publish, not per buffer
+            }
+
             _hot.PublishedUsed = now;
         }
     }
@@ -357,14 +371,48 @@ public sealed unsafe class SplitDeviceVirtqueue : IDisposable
         // can re-enable interrupts after our read and before seeing our idx, and both sides wait forever. Only a
         // full barrier orders a store before a later load.
         Interlocked.MemoryBarrier();
+        bool notify;
         if (_eventIdx)
         {
             ushort usedEvent = LittleEndian.Read16(_usedEvent);
-            return EventIndex.NeedsNotification(usedEvent, now, old);
+            notify = EventIndex.NeedsNotification(usedEvent, now, old);
+        }
+        else
+        {
+            ushort flags = LittleEndian.Read16(_avail + SplitQueueLayout.RingFlagsOffset);
+            notify = (flags & SplitQueueLayout.AvailFlagNoInterrupt) == 0;
         }
 
-        ushort flags = LittleEndian.Read16(_avail + SplitQueueLayout.RingFlagsOffset);
-        return (flags & SplitQueueLayout.AvailFlagNoInterrupt) == 0;
+        if (RingCounting.Enabled)
+        {
+            CountDecision(ref _hot, notify);
+        }
+
+        return notify;
+    }
+
+    /// <summary>What this queue has done since it was attached (see <see cref="VirtqueueCounters"/>). Any thread.</summary>
+    public VirtqueueCounters Counters => new(
+        Volatile.Read(ref _hot.UsedBuffers),
+        Volatile.Read(ref _hot.UsedBytes),
+        Volatile.Read(ref _hot.NotificationsSent),
+        Volatile.Read(ref _hot.NotificationsSuppressed),
+        Volatile.Read(ref _hot.NotificationsReceived));
+
+    /// <summary>Counts available-buffer notifications served (the device model's serving thread).</summary>
+    internal void CountNotificationsReceived(ulong notifications)
+    {
+        if (RingCounting.Enabled)
+        {
+            _hot.NotificationsReceived += (long)notifications;
+        }
+    }
+
+    private static void CountDecision(ref DeviceState hot, bool notify)
+    {
+        int sent = notify ? 1 : 0; // no branch on the driver's choice
+        hot.NotificationsSent += sent;
+        hot.NotificationsSuppressed += 1 - sent;
     }
 
     /// <summary>
@@ -977,12 +1025,17 @@ public sealed unsafe class SplitDeviceVirtqueue : IDisposable
         public ushort AvailEventWritten; // last value written to avail_event
         public ushort UsedFlagsShadow; // last value written to used->flags
         public bool NotificationsEnabled;
+        public bool Halted; // broken or disposed: the hot paths test this one flag
+        public int PopOrderFirst;
+        public long UsedBytes;      // VirtqueueCounters, beside the used-side fields they follow: written by the
+        public long UsedBuffers;    // serving thread only, read by anyone
+        public long NotificationsSent;
+        public long NotificationsSuppressed;
+        public RegionCache Regions; // the region the last buffer was in
+        public long NotificationsReceived;
         public QueueError Error;
         public ulong ErrorDetail;
-        public bool Halted; // broken or disposed: the hot paths test this one flag
         public bool Disposed;
-        public int PopOrderFirst;
-        public RegionCache Regions; // the region the last buffer was in
         public CacheLinePadding After;
     }
 }

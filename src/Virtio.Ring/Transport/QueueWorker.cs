@@ -145,8 +145,9 @@ internal sealed unsafe class QueueWorker : IDisposable
                     _resumePass = false;
                     for (int i = 0; i < _queues.Length; i++)
                     {
-                        bool kicked = (fds[1 + i].ReturnedEvents & LinuxSyscalls.PollIn) != 0 && _kicks[i].TryConsume(out _);
-                        _device.ServeQueue(_queues[i], kicked || all);
+                        ulong signals = 0;
+                        bool kicked = (fds[1 + i].ReturnedEvents & LinuxSyscalls.PollIn) != 0 && _kicks[i].TryConsume(out signals);
+                        _device.ServeQueue(_queues[i], kicked || all, kicked ? _device.DriverKicks(_queues[i], signals) : 0);
                     }
                 }
             }

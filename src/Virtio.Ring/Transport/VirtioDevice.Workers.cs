@@ -26,8 +26,11 @@ public abstract partial class VirtioDevice
     /// ring becomes a contained fault. Inline it runs under the control lock; on a worker, under the worker's
     /// serve lock with the worker unparked, so the queue cannot be torn down meanwhile.
     /// </summary>
+    /// <param name="index">The queue.</param>
+    /// <param name="kicked">Run <see cref="OnQueueNotify"/> (a notification, or the device's own look at the queue).</param>
+    /// <param name="notifications">Available-buffer notifications from the driver behind this call, for the counters (the device's own looks are not).</param>
     [SuppressMessage("Design", "CA1031:Do not catch general exception types", Justification = "The device-model boundary: a model's exception must not end a worker thread or reach the transport.")]
-    internal void ServeQueue(int index, bool kicked)
+    internal void ServeQueue(int index, bool kicked, ulong notifications = 0)
     {
         VirtqueueSlot slot = _queues[index];
         DeviceVirtqueue? queue = Volatile.Read(ref slot.Queue); // acquire: pairs with the release in SetQueueReady
@@ -42,6 +45,11 @@ public abstract partial class VirtioDevice
             if (Volatile.Read(ref slot.DrainRequested) != 0)
             {
                 DrainCompletions(index, slot, queue);
+            }
+
+            if (notifications != 0)
+            {
+                queue.CountNotificationsReceived(notifications);
             }
 
             if (kicked)
@@ -60,6 +68,16 @@ public abstract partial class VirtioDevice
         {
             ReportFault(new VirtioDeviceFault(VirtioDeviceFaultKind.QueueBroken, stage, index, queue.Error, queue.ErrorDetail, null));
         }
+    }
+
+    /// <summary>
+    /// Of <paramref name="signals"/> read from queue <paramref name="index"/>'s kick eventfd, those the driver made
+    /// (the device's own are subtracted; an eventfd adds up signals, so one read may hold both).
+    /// </summary>
+    internal ulong DriverKicks(int index, ulong signals)
+    {
+        ulong own = (ulong)Interlocked.Exchange(ref _queues[index].OwnKicks, 0);
+        return signals > own ? signals - own : 0;
     }
 
     /// <summary>The workers' Linux thread IDs (0 for one not started yet); empty inline. For tests and diagnostics.</summary>
@@ -83,6 +101,7 @@ public abstract partial class VirtioDevice
         }
         else if (OperatingSystem.IsLinux())
         {
+            Interlocked.Increment(ref _queues[index].OwnKicks); // before the signal: the worker subtracts it from what it reads
             _queues[index].Kick?.Signal();
         }
     }

@@ -64,7 +64,9 @@ public abstract partial class VirtioDevice : IDisposable
     /// <summary>Every transport and ring feature this library implements (the defaults and <c>VIRTIO_F_IN_ORDER</c>).</summary>
     public const ulong SupportedTransportFeatures = DefaultTransportFeatures | (1UL << VirtioFeatureBits.InOrder);
 
-    private readonly string _name;               // for events and worker threads
+    private readonly string _name;               // for events, metrics and worker threads
+    private readonly VirtioRingMetrics _metrics;
+    private readonly object _countersLock = new(); // a detach's retired counts against a metrics collection (both cold)
     private readonly object _control = new();    // serializes control operations; workers never take it
     private readonly object _configLock = new(); // configuration bytes and generation; workers may take it
     private readonly VirtqueueSlot[] _queues;
@@ -112,6 +114,7 @@ public abstract partial class VirtioDevice : IDisposable
             ThrowHelper.ThrowArgument(nameof(options), $"Transport features 0x{options.TransportFeatures & ~SupportedTransportFeatures:x} are not implemented.");
         }
 
+        _metrics = VirtioRingMetrics.For(options.MeterFactory);
         DeviceId = deviceId;
         DeviceFeatures = deviceFeatures | options.TransportFeatures | (1UL << VirtioFeatureBits.Version1);
         MaxQueueSize = maxQueueSize;
@@ -124,6 +127,8 @@ public abstract partial class VirtioDevice : IDisposable
             _queues[i] = new VirtqueueSlot();
             _queues[i].ClearConfiguration(maxQueueSize);
         }
+
+        _metrics.Register(this);
 
         if (_threading != QueueThreading.Inline)
         {
@@ -140,6 +145,9 @@ public abstract partial class VirtioDevice : IDisposable
 
     /// <summary>Device ID.</summary>
     public uint DeviceId { get; }
+
+    /// <summary>The device's name (<see cref="VirtioDeviceOptions.Name"/>, or <c>virtio-</c> and the device ID): in events, metrics and thread names.</summary>
+    public string Name => _name;
 
     /// <summary>Features the device offers: its own and the transport features of its options.</summary>
     public ulong DeviceFeatures { get; }
@@ -574,7 +582,26 @@ public abstract partial class VirtioDevice : IDisposable
         lock (_control)
         {
             slot.NotificationData = notificationData;
-            ServeQueue(index, kicked: true);
+            ServeQueue(index, kicked: true, notifications: 1);
+        }
+    }
+
+    /// <summary>
+    /// What queue <paramref name="index"/> has done since the device was created, across resets and queue resets
+    /// (every ring it had; see <see cref="VirtqueueCounters"/>). Any thread; zero for an index out of range.
+    /// </summary>
+    public VirtqueueCounters GetQueueCounters(int index)
+    {
+        if ((uint)index >= (uint)_queues.Length)
+        {
+            return default;
+        }
+
+        VirtqueueSlot slot = _queues[index];
+        lock (_countersLock)
+        {
+            DeviceVirtqueue? queue = Volatile.Read(ref slot.Queue);
+            return queue is null ? slot.Retired : slot.Retired + queue.Counters;
         }
     }
 
@@ -754,6 +781,8 @@ public abstract partial class VirtioDevice : IDisposable
 
             DisposeKicks();
         }
+
+        _metrics.Unregister(this);
     }
 
     /// <summary>Ends a <see cref="ConfigChange"/>: new generation, lock released, then the notification.</summary>
@@ -783,6 +812,7 @@ public abstract partial class VirtioDevice : IDisposable
         if (fault.QueueError != QueueError.None)
         {
             _lastQueueError = fault.QueueError;
+            _metrics.QueueBroken(_name, fault.QueueIndex, fault.QueueError);
         }
 
         DeviceStatus old = (DeviceStatus)Interlocked.Or(ref _status, (int)DeviceStatus.DeviceNeedsReset);
@@ -894,7 +924,16 @@ public abstract partial class VirtioDevice : IDisposable
     private void DetachLocked(VirtqueueSlot slot)
     {
         DeviceVirtqueue? queue = slot.Queue;
-        Volatile.Write(ref slot.Queue, null);
+        lock (_countersLock)
+        {
+            if (queue is not null)
+            {
+                slot.Retired += queue.Counters; // the serving thread is parked: these are final
+            }
+
+            Volatile.Write(ref slot.Queue, null);
+        }
+
         Interlocked.Increment(ref slot.Epoch);
         DropPendingCompletions(slot);
         queue?.Dispose();

@@ -17,6 +17,12 @@ public sealed class VirtioDeviceOptions
     /// </summary>
     public ulong TransportFeatures { get; init; } = VirtioDevice.DefaultTransportFeatures;
 
-    /// <summary>A name for the device's worker threads (seen in debuggers, dotnet-trace and <c>top -H</c>).</summary>
+    /// <summary>
+    /// A name for the device: its worker threads (seen in debuggers, dotnet-trace and <c>top -H</c>), its events and
+    /// the <c>virtio.device</c> tag of its metrics. Default: <c>virtio-</c> and the device ID.
+    /// </summary>
     public string? Name { get; init; }
+
+    /// <summary>Where the ring metrics (<see cref="Diagnostics.VirtioRingMetrics"/>) are created (the VMM's DI container gives one); null: a shared <c>Virtio.Ring</c> meter.</summary>
+    public System.Diagnostics.Metrics.IMeterFactory? MeterFactory { get; init; }
 }

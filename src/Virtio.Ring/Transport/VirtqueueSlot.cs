@@ -36,6 +36,12 @@ internal sealed class VirtqueueSlot
     /// <summary>Worker modes: the worker that serves this queue.</summary>
     public QueueWorker? Worker;
 
+    /// <summary>Worker modes: signals of <see cref="Kick"/> the device made itself (DRIVER_OK, resume), not the driver.</summary>
+    public long OwnKicks;
+
+    /// <summary>The counts of the rings this slot had before the present one (detached at resets), under the device's counters lock.</summary>
+    public VirtqueueCounters Retired;
+
     public void ClearConfiguration(int maxSize)
     {
         Size = maxSize;

@@ -54,6 +54,9 @@ internal sealed class MmioRig : IDisposable
 
     public int Interrupts => Volatile.Read(ref _interrupts);
 
+    /// <summary>Available-buffer notifications <see cref="Send"/> wrote.</summary>
+    public int Kicks { get; private set; }
+
     public bool LineLevel => Volatile.Read(ref _level) != 0;
 
     public DriverVirtqueue<int>? Queue { get; private set; }
@@ -108,6 +111,7 @@ internal sealed class MmioRig : IDisposable
         if (Queue!.PublishAvailable())
         {
             Driver.Notify(0);
+            Kicks++;
         }
 
         return sent;
