@@ -13,7 +13,8 @@ namespace Virtio.Migration.Tests;
 /// <summary>
 /// The telemetry through the real tool chain: an EventPipe session (what dotnet-trace and dotnet-counters open),
 /// started in-process with Microsoft.Diagnostics.NETCore.Client against this process while the migration
-/// simulation runs; the balloon's and the ring's events and the Virtio.Balloon meter's instruments must arrive.
+/// simulation runs; the balloon's and the ring's events, the Virtio.Balloon meter's instruments and values of the
+/// Virtio.Ring meter's per-queue counters must arrive.
 /// </summary>
 public sealed class TelemetryTests
 {
@@ -28,8 +29,8 @@ public sealed class TelemetryTests
             new("System.Diagnostics.Metrics", EventLevel.Informational, 0x6, new Dictionary<string, string>
             {
                 ["SessionId"] = "virtio-test",
-                ["Metrics"] = "Virtio.Balloon",
-                ["RefreshInterval"] = "1",
+                ["Metrics"] = "Virtio.Balloon,Virtio.Ring",
+                ["RefreshInterval"] = "0.1", // the ring's counters are observed: collect while the devices live
                 ["MaxTimeSeries"] = "100",
                 ["MaxHistograms"] = "10",
             }),
@@ -43,6 +44,7 @@ public sealed class TelemetryTests
             if (e.ProviderName == "System.Diagnostics.Metrics" && e.PayloadByName("instrumentName") is string instrument)
             {
                 seen.AddOrUpdate($"instrument/{instrument}", 1, (_, n) => n + 1);
+                seen.AddOrUpdate($"{e.EventName}/{instrument}", 1, (_, n) => n + 1); // a value, not just the instrument
             }
         };
         Task reading = Task.Run(() => source.Process());
@@ -59,6 +61,7 @@ public sealed class TelemetryTests
             "Virtio-Balloon/HintReportRequested", "Virtio-Balloon/HintReportStarted", "Virtio-Balloon/HintReportStopped",
             "Virtio-Balloon/HintsDone", "Virtio-Ring/FeaturesNegotiated", "Virtio-Ring/DeviceStatus",
             "instrument/virtio.balloon.hint.pages", "instrument/virtio.balloon.hint.blocks",
+            "CounterRateValuePublished/virtio.ring.queue.buffers", "CounterRateValuePublished/virtio.ring.queue.kicks",
         })
         {
             Assert.True(seen.ContainsKey(expected), $"{expected} did not arrive; seen: {all}");
