@@ -313,11 +313,7 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
         _slotsOfId[id] = 0;
         WriteUsed(id, writtenLength, slots);
         _hot.InFlightBuffers--;
-        if (RingCounting.Enabled)
-        {
-            _hot.UsedBuffers++;
-            _hot.UsedBytes += writtenLength;
-        }
+        _hot.Counts.Used(1, writtenLength);
     }
 
     /// <summary>
@@ -363,11 +359,7 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
         _hot.PopOrderFirst = PackedRingPosition.WrapIndex(_hot.PopOrderFirst + count, _size);
         _hot.InFlightBuffers -= count;
         WriteUsed(lastId, writtenLength, slots);
-        if (RingCounting.Enabled)
-        {
-            _hot.UsedBuffers += count;
-            _hot.UsedBytes += writtenLength;
-        }
+        _hot.Counts.Used(count, writtenLength);
     }
 
     /// <summary>
@@ -417,32 +409,15 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
         bool notify = flags != EventSuppression.FlagsDisable
             && (flags != EventSuppression.FlagsDesc || !_eventIdx
                 || EventSuppression.NeedsNotification((ushort)snapshot, _hot.NextUsed, _hot.UsedWrap, advanced, _size));
-        if (RingCounting.Enabled)
-        {
-            int sent = notify ? 1 : 0; // no branch on the driver's choice
-            _hot.NotificationsSent += sent;
-            _hot.NotificationsSuppressed += 1 - sent;
-        }
-
+        _hot.Counts.Decision(notify);
         return notify;
     }
 
     /// <summary>What this queue has done since it was attached (see <see cref="VirtqueueCounters"/>). Any thread.</summary>
-    public VirtqueueCounters Counters => new(
-        Volatile.Read(ref _hot.UsedBuffers),
-        Volatile.Read(ref _hot.UsedBytes),
-        Volatile.Read(ref _hot.NotificationsSent),
-        Volatile.Read(ref _hot.NotificationsSuppressed),
-        Volatile.Read(ref _hot.NotificationsReceived));
+    public VirtqueueCounters Counters => _hot.Counts.Snapshot();
 
     /// <summary>Counts available-buffer notifications served (the device model's serving thread).</summary>
-    internal void CountNotificationsReceived(ulong notifications)
-    {
-        if (RingCounting.Enabled)
-        {
-            _hot.NotificationsReceived += (long)notifications;
-        }
-    }
+    internal void CountNotificationsReceived(ulong notifications) => _hot.Counts.Received(notifications);
 
     /// <summary>Asks the driver not to send available-buffer notifications (device event flags DISABLE).</summary>
     public void DisableAvailableNotifications()
@@ -1140,13 +1115,9 @@ public sealed unsafe class PackedDeviceVirtqueue : IDisposable
         public bool NotificationsEnabled;
         public bool Halted;
         public int PopOrderFirst;
-        public long UsedBuffers;    // VirtqueueCounters, beside the used-side fields they follow: written by the
-        public long UsedBytes;      // serving thread only, read by anyone
-        public long NotificationsSent;
-        public long NotificationsSuppressed;
+        public QueueCounts Counts;  // VirtqueueCounters, beside the used-side fields they follow
         public ulong RunFlags;
         public RegionCache Regions; // the region the last buffer was in
-        public long NotificationsReceived;
         public QueueError Error;
         public ulong ErrorDetail;
         public bool Disposed;

@@ -272,10 +272,7 @@ public sealed unsafe class SplitDeviceVirtqueue : IDisposable
         LittleEndian.Write32(element, id);
         LittleEndian.Write32(element + 4, writtenLength);
         _hot.NextUsed = (ushort)(nextUsed + 1);
-        if (RingCounting.Enabled)
-        {
-            _hot.UsedBytes += writtenLength;
-        }
+        _hot.Counts.Used(0, writtenLength); // the buffers are counted per publish (FlushUsed)
     }
 
     /// <summary>
@@ -314,10 +311,7 @@ public sealed unsafe class SplitDeviceVirtqueue : IDisposable
         LittleEndian.Write32(element, lastId);
         LittleEndian.Write32(element + 4, writtenLength);
         _hot.NextUsed = (ushort)(_hot.NextUsed + count);
-        if (RingCounting.Enabled)
-        {
-            _hot.UsedBytes += writtenLength;
-        }
+        _hot.Counts.Used(0, writtenLength);
 
         _hot.PopOrderFirst = (_hot.PopOrderFirst + count) & _mask;
     }
@@ -341,11 +335,7 @@ public sealed unsafe class SplitDeviceVirtqueue : IDisposable
             // publishes them. A release store orders every earlier store (the elements above) before it, on ARM64
             // as on x86-64.
             LittleEndian.VolatileWrite16(_used + SplitQueueLayout.RingIdxOffset, now);
-            if (RingCounting.Enabled)
-            {
-                _hot.UsedBuffers += (ushort)(now - _hot.PublishedUsed); // per publish, not per buffer
-            }
-
+            _hot.Counts.Used((ushort)(now - _hot.PublishedUsed), 0); // per publish, not per buffer
             _hot.PublishedUsed = now;
         }
     }
@@ -383,37 +373,15 @@ public sealed unsafe class SplitDeviceVirtqueue : IDisposable
             notify = (flags & SplitQueueLayout.AvailFlagNoInterrupt) == 0;
         }
 
-        if (RingCounting.Enabled)
-        {
-            CountDecision(ref _hot, notify);
-        }
-
+        _hot.Counts.Decision(notify);
         return notify;
     }
 
     /// <summary>What this queue has done since it was attached (see <see cref="VirtqueueCounters"/>). Any thread.</summary>
-    public VirtqueueCounters Counters => new(
-        Volatile.Read(ref _hot.UsedBuffers),
-        Volatile.Read(ref _hot.UsedBytes),
-        Volatile.Read(ref _hot.NotificationsSent),
-        Volatile.Read(ref _hot.NotificationsSuppressed),
-        Volatile.Read(ref _hot.NotificationsReceived));
+    public VirtqueueCounters Counters => _hot.Counts.Snapshot();
 
     /// <summary>Counts available-buffer notifications served (the device model's serving thread).</summary>
-    internal void CountNotificationsReceived(ulong notifications)
-    {
-        if (RingCounting.Enabled)
-        {
-            _hot.NotificationsReceived += (long)notifications;
-        }
-    }
-
-    private static void CountDecision(ref DeviceState hot, bool notify)
-    {
-        int sent = notify ? 1 : 0; // no branch on the driver's choice
-        hot.NotificationsSent += sent;
-        hot.NotificationsSuppressed += 1 - sent;
-    }
+    internal void CountNotificationsReceived(ulong notifications) => _hot.Counts.Received(notifications);
 
     /// <summary>
     /// Asks the driver not to send available-buffer notifications (without EVENT_IDX: sets
@@ -1027,12 +995,8 @@ public sealed unsafe class SplitDeviceVirtqueue : IDisposable
         public bool NotificationsEnabled;
         public bool Halted; // broken or disposed: the hot paths test this one flag
         public int PopOrderFirst;
-        public long UsedBytes;      // VirtqueueCounters, beside the used-side fields they follow: written by the
-        public long UsedBuffers;    // serving thread only, read by anyone
-        public long NotificationsSent;
-        public long NotificationsSuppressed;
+        public QueueCounts Counts;  // VirtqueueCounters, beside the used-side fields they follow
         public RegionCache Regions; // the region the last buffer was in
-        public long NotificationsReceived;
         public QueueError Error;
         public ulong ErrorDetail;
         public bool Disposed;

@@ -272,28 +272,13 @@ public abstract class FreePageHintDeviceTests
         using var done = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         int rounds = 0;
         int violations = 0;
-        var guestThread = new Thread(() =>
+        ulong[] entries = new ulong[16 * 64];
+        for (int i = 0; i < entries.Length; i++)
         {
-            uint started = 0;
-            ulong[] entries = new ulong[16 * 64];
-            for (int i = 0; i < entries.Length; i++)
-            {
-                entries[i] = (ulong)(i % 16) << 22; // every chunk, many times over: long enough to straddle a stop
-            }
+            entries[i] = (ulong)(i % 16) << 22; // every chunk, many times over: long enough to straddle a stop
+        }
 
-            while (!done.IsCancellationRequested && Volatile.Read(ref rounds) < 300)
-            {
-                uint id = CommandId(guest);
-                if (FreePageHintCommand.IsReportId(id) && id != started)
-                {
-                    SendStart(guest, id, 4 << 20, bigEndian: false);
-                    started = id;
-                }
-
-                SendArray(guest, false, entries);
-            }
-        });
-        guestThread.Start();
+        Thread guestThread = StartReportingGuest(guest, entries, () => !done.IsCancellationRequested && Volatile.Read(ref rounds) < 300);
         while (Volatile.Read(ref rounds) < 300 && !done.IsCancellationRequested)
         {
             guest.Device.RequestFreePageHints();
@@ -339,28 +324,13 @@ public abstract class FreePageHintDeviceTests
 
         using var done = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         int rounds = 0;
-        var guestThread = new Thread(() =>
+        ulong[] entries = new ulong[64];
+        for (int i = 0; i < entries.Length; i++)
         {
-            uint started = 0;
-            ulong[] entries = new ulong[64];
-            for (int i = 0; i < entries.Length; i++)
-            {
-                entries[i] = (ulong)(2 * i) << 22; // every other 4 MiB block: 64 runs per array
-            }
+            entries[i] = (ulong)(2 * i) << 22; // every other 4 MiB block: 64 runs per array
+        }
 
-            while (!done.IsCancellationRequested && Volatile.Read(ref rounds) < 300)
-            {
-                uint id = CommandId(guest);
-                if (FreePageHintCommand.IsReportId(id) && id != started)
-                {
-                    SendStart(guest, id, 4 << 20, bigEndian: false);
-                    started = id;
-                }
-
-                SendArray(guest, false, entries);
-            }
-        });
-        guestThread.Start();
+        Thread guestThread = StartReportingGuest(guest, entries, () => !done.IsCancellationRequested && Volatile.Read(ref rounds) < 300);
         while (Volatile.Read(ref rounds) < 300 && !done.IsCancellationRequested)
         {
             uint id = guest.Device.RequestFreePageHints();
@@ -379,7 +349,30 @@ public abstract class FreePageHintDeviceTests
         Assert.True(guest.Device.HintBlocks > 0 && guest.Device.IgnoredHintBlocks > 0, "both sides of the race were exercised");
     }
 
+    /// <summary>A guest thread that answers every new report id with a start command, then sends <paramref name="entries"/> as 4 MiB hint arrays over and over while <paramref name="running"/>.</summary>
+    private static Thread StartReportingGuest(RawBalloonGuest guest, ulong[] entries, Func<bool> running)
+    {
+        var thread = new Thread(() =>
+        {
+            uint started = 0;
+            while (running())
+            {
+                uint id = CommandId(guest);
+                if (FreePageHintCommand.IsReportId(id) && id != started)
+                {
+                    SendStart(guest, id, 4 << 20, bigEndian: false);
+                    started = id;
+                }
+
+                SendArray(guest, false, entries);
+            }
+        });
+        thread.Start();
+        return thread;
+    }
+
     private RawBalloonGuest Guest(FreePageHintProtocol protocol, out RecordingHintSink sink, bool bigEndian = false)
+
     {
         sink = new RecordingHintSink();
         return new RawBalloonGuest(offered: 1UL << FreePageHint, wanted: 1UL << FreePageHint, format: Format,

@@ -51,17 +51,7 @@ public sealed class HintArrayDecoderTests : IDisposable
             ulong[] addresses = RandomAddresses(random, length, shift);
             byte[] buffer = new byte[(length * 8) + misalignment];
             Span<byte> entries = buffer.AsSpan(misalignment, length * 8);
-            for (int i = 0; i < length; i++)
-            {
-                if (bigEndian)
-                {
-                    BinaryPrimitives.WriteUInt64BigEndian(entries[(8 * i)..], addresses[i]);
-                }
-                else
-                {
-                    BinaryPrimitives.WriteUInt64LittleEndian(entries[(8 * i)..], addresses[i]);
-                }
-            }
+            WriteEntries(entries, addresses, bigEndian);
 
             (List<GuestPageRange> runs, bool valid, int stop) expected = Reference(addresses, shift);
             foreach (HintArrayDecoder decoder in new[] { vector, scalar })
@@ -108,17 +98,7 @@ public sealed class HintArrayDecoderTests : IDisposable
 
             byte[] buffer = new byte[(length * 8) + misalignment];
             Span<byte> entries = buffer.AsSpan(misalignment, length * 8);
-            for (int i = 0; i < length; i++)
-            {
-                if (bigEndian)
-                {
-                    BinaryPrimitives.WriteUInt64BigEndian(entries[(8 * i)..], addresses[i]);
-                }
-                else
-                {
-                    BinaryPrimitives.WriteUInt64LittleEndian(entries[(8 * i)..], addresses[i]);
-                }
-            }
+            WriteEntries(entries, addresses, bigEndian);
 
             expected.MarkAll();
             direct.MarkAll();
@@ -141,6 +121,21 @@ public sealed class HintArrayDecoderTests : IDisposable
                 {
                     Assert.Equal(expected.IsMarked(pfn), bitmap.IsMarked(pfn));
                 }
+            }
+        }
+    }
+
+    private static void WriteEntries(Span<byte> entries, ulong[] addresses, bool bigEndian)
+    {
+        for (int i = 0; i < addresses.Length; i++)
+        {
+            if (bigEndian)
+            {
+                BinaryPrimitives.WriteUInt64BigEndian(entries[(8 * i)..], addresses[i]);
+            }
+            else
+            {
+                BinaryPrimitives.WriteUInt64LittleEndian(entries[(8 * i)..], addresses[i]);
             }
         }
     }
