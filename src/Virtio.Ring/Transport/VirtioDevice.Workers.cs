@@ -101,8 +101,12 @@ public abstract partial class VirtioDevice
         }
         else if (OperatingSystem.IsLinux())
         {
-            Interlocked.Increment(ref _queues[index].OwnKicks); // before the signal: the worker subtracts it from what it reads
-            _queues[index].Kick?.Signal();
+            EventFd? kick = _queues[index].Kick;
+            if (kick is not null)
+            {
+                Interlocked.Increment(ref _queues[index].OwnKicks); // before the signal: the worker subtracts it from what it reads
+                kick.Signal();
+            }
         }
     }
 
