@@ -2,8 +2,8 @@
 # Packs Virtio.Ring and Virtio.Balloon and checks what a consumer gets: both target frameworks' assemblies and
 # XML docs, the README and licence, the symbols package, a description and tags, and Virtio.Balloon's dependency
 # on the same version of Virtio.Ring. Fails on any pack warning (warnings are errors in the build). Then SourceLink:
-# in a scratch clone whose origin is a hosted (GitHub-style) URL, the package must record that repository and
-# commit and the symbols must map sources to it (this repository has no hosted remote yet, so the clone fakes one).
+# in a scratch clone whose origin is a hosted (GitHub-style) URL, the package must record that repository, commit
+# and project URL, and the symbols must map sources to it (this repository has no hosted remote yet, so the clone fakes one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
@@ -39,6 +39,8 @@ commit=$(git -C "$clone" rev-parse HEAD)
 dotnet pack "$clone/src/Virtio.Ring" -c Release -o "$out/sl" -warnaserror >/dev/null
 grep -qF "<repository type=\"git\" url=\"https://github.com/example/virtio-ring.git\"" <(unzip -p "$out"/sl/Virtio.Ring.*[0-9].nupkg Virtio.Ring.nuspec) \
   || { echo "SourceLink: the package does not record the repository"; status=1; }
+grep -qF "<projectUrl>https://github.com/example/virtio-ring</projectUrl>" <(unzip -p "$out"/sl/Virtio.Ring.*[0-9].nupkg Virtio.Ring.nuspec) \
+  || { echo "SourceLink: the package has no project URL"; status=1; }
 unzip -q -o "$out"/sl/Virtio.Ring.*.snupkg -d "$out/sl/symbols"
 grep -aqF "https://raw.githubusercontent.com/example/virtio-ring/$commit/" "$out/sl/symbols/lib/net10.0/Virtio.Ring.pdb" \
   || { echo "SourceLink: the symbols do not map sources to the repository"; status=1; }
